@@ -1,0 +1,1 @@
+"""Data preparation: prompts for Chain-of-CTEs SQL and conversion to verl's RL parquet."""

@@ -1,0 +1,217 @@
+"""Finding, loading and indexing plugins.
+
+Plugins are found through the entry-point group ``rewardsql``. Each entry point is loaded on its
+own: one that fails to import, implements a misspelt hook, or raises while registering is recorded
+with its error and logged once, and the others still load. Components are indexed by kind and by
+every name and alias; a name claimed by two plugins is recorded as a conflict and looking it up
+raises an error naming both distributions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from rewardsql.components import (
+    HOOK_OF_KIND,
+    Component,
+    ComponentConflictError,
+    ComponentKind,
+    PluginRecord,
+    UnknownComponentError,
+)
+from rewardsql.hookspec import PROJECT_NAME, RewardSQLSpecs
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "rewardsql"
+PLUGINS_ENV = "REWARDSQL_PLUGINS"
+#: The pseudo-plugin that owns components registered with the decorators in scripts.
+LOCAL_PLUGIN = "<local>"
+
+
+class RewardSQLPluginManager(pluggy.PluginManager):
+    """A pluggy manager that also keeps an index of every registered component."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self.add_hookspecs(RewardSQLSpecs)
+        self.records: dict[str, PluginRecord] = {}
+        self._index: dict[ComponentKind, dict[str, Component]] = {k: {} for k in ComponentKind}
+        self._conflicts: dict[tuple[ComponentKind, str], ComponentConflictError] = {}
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load_entrypoints(self, selection: str | None = None) -> None:
+        """Load every selected entry point of the group ``rewardsql``.
+
+        ``selection`` is ``auto`` (all), ``none``, or a comma-separated list of entry-point or
+        distribution names; by default it is read from ``REWARDSQL_PLUGINS``.
+        """
+        selection = (selection or os.environ.get(PLUGINS_ENV) or "auto").strip()
+        if selection.lower() == "none":
+            return
+        wanted = None if selection.lower() == "auto" else {s.strip() for s in selection.split(",")}
+        for ep in _entry_points():
+            dist_name = ep.dist.name if ep.dist else ep.name
+            if wanted is not None and not wanted & {ep.name, dist_name}:
+                continue
+            version = ep.dist.version if ep.dist else ""
+            record = self.records.setdefault(dist_name, PluginRecord(dist_name, version))
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any import-time failure of third-party code
+                self._fail(record, f"cannot import {ep.value!r}: {type(exc).__name__}: {exc}")
+                continue
+            self.add_plugin(plugin, record, plugin_id=f"{dist_name}:{ep.name}")
+
+    def add_plugin(self, plugin: object, record: PluginRecord, plugin_id: str) -> None:
+        """Register one plugin object with pluggy, then collect and index its components."""
+        try:
+            self.register(plugin, name=plugin_id)
+            self.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.is_registered(plugin):
+                self.unregister(plugin)
+            self._fail(record, f"invalid plugin {plugin_id!r}: {exc}")
+            return
+        collected: list[Component] = []
+        try:
+            for kind, hook_name in HOOK_OF_KIND.items():
+                for impl in getattr(self.hook, hook_name).get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function(register=self._registrar(kind, record, collected))
+        except Exception as exc:  # a plugin's hook raised: keep none of its components
+            self.unregister(plugin)
+            self._fail(record, f"{plugin_id} failed while registering: {type(exc).__name__}: {exc}")
+            return
+        for component in collected:
+            self.add_component(component, record)
+
+    def _registrar(
+        self, kind: ComponentKind, record: PluginRecord, out: list[Component]
+    ) -> Callable[..., None]:
+        def register(
+            name: str, obj: Any, aliases: Iterable[str] = (), summary: str = ""
+        ) -> None:
+            out.append(make_component(kind, name, obj, aliases, summary, record))
+
+        return register
+
+    def add_component(self, component: Component, record: PluginRecord) -> None:
+        """Index a component under its name and aliases; record a conflict instead of overwriting.
+
+        The local pseudo-plugin may replace its own components (re-running a notebook cell).
+        """
+        index = self._index[component.kind]
+        for name in component.names:
+            other = index.get(name)
+            if other is None or (other.plugin == component.plugin == LOCAL_PLUGIN):
+                continue
+            conflict = ComponentConflictError(component.kind, name, other.plugin, component.plugin)
+            if component.plugin == LOCAL_PLUGIN:
+                raise conflict
+            self._conflicts[(component.kind, name)] = conflict
+            self._fail(record, str(conflict))
+        for name in component.names:
+            if (component.kind, name) not in self._conflicts:
+                index[name] = component
+        record.components = [
+            c for c in record.components if not (c.kind == component.kind and c.name == component.name)
+        ] + [component]
+
+    def _fail(self, record: PluginRecord, message: str) -> None:
+        record.error = f"{record.error}; {message}" if record.error else message
+        logger.warning("rewardsql plugin %r: %s", record.name, message)
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def get(self, kind: ComponentKind, name: str) -> Component:
+        """The component of ``kind`` called ``name`` (or with that alias)."""
+        if (kind, name) in self._conflicts:
+            raise self._conflicts[(kind, name)]
+        try:
+            return self._index[kind][name]
+        except KeyError:
+            raise UnknownComponentError(kind, name, self.names(kind)) from None
+
+    def names(self, kind: ComponentKind) -> list[str]:
+        """Every name and alias of that kind, sorted."""
+        return sorted(self._index[kind])
+
+    def components(self, kind: ComponentKind | None = None) -> list[Component]:
+        """Every distinct component (each once, not once per alias), optionally of one kind."""
+        seen: dict[int, Component] = {}
+        for k, index in self._index.items():
+            if kind is None or k == kind:
+                for component in index.values():
+                    seen.setdefault(id(component), component)
+        return list(seen.values())
+
+    def plugin_records(self) -> list[PluginRecord]:
+        """Every plugin seen, sorted by name; the local pseudo-plugin only when it has components."""
+        return sorted(
+            (r for r in self.records.values() if r.name != LOCAL_PLUGIN or r.components),
+            key=lambda r: r.name,
+        )
+
+
+def make_component(
+    kind: ComponentKind,
+    name: str,
+    obj: Any,
+    aliases: Iterable[str],
+    summary: str,
+    record: PluginRecord,
+) -> Component:
+    """Validate what a plugin registers and build its record."""
+    if isinstance(aliases, str):
+        aliases = (aliases,)
+    aliases = tuple(aliases)
+    for label in (name, *aliases):
+        if not isinstance(label, str) or not label.strip() or label != label.strip():
+            raise ValueError(f"{kind.label} names must be non-empty strings, got {label!r}")
+    if kind is ComponentKind.REWARD_MANAGER:
+        from rewardsql.rewards import RewardManager
+
+        if not (isinstance(obj, type) and issubclass(obj, RewardManager)):
+            raise TypeError(f"reward manager {name!r} must be a subclass of rewardsql.RewardManager")
+    elif not callable(obj):
+        raise TypeError(f"{kind.label} {name!r} must be callable, got {type(obj).__name__}")
+    return Component(kind, name, obj, aliases, summary, record.name, record.version)
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    """The group's entry points, one per (distribution, name), in a stable order."""
+    unique: dict[tuple[str, str], metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        unique.setdefault((ep.dist.name if ep.dist else "", ep.name), ep)
+    return [unique[key] for key in sorted(unique)]
+
+
+_manager: RewardSQLPluginManager | None = None
+_lock = threading.RLock()
+
+
+def get_plugin_manager() -> RewardSQLPluginManager:
+    """The process-wide manager, loading entry points on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            manager = RewardSQLPluginManager()
+            manager.load_entrypoints()
+            _manager = manager
+        return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget every loaded plugin; the next lookup loads them again (for tests)."""
+    global _manager
+    with _lock:
+        _manager = None

@@ -1,0 +1,95 @@
+"""The reward-manager contract, independent of any trainer.
+
+A reward manager scores a whole batch of decoded responses in one call, so that expensive work
+(executing SQL, running a PRM) can be batched. The verl bridge adapts every registered manager to
+verl's reward loop; the local engine and ``rewardsql plugins check`` call :meth:`score_batch`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RewardRequest:
+    """One response to score.
+
+    ``response_token_ids`` are the valid (unpadded) response tokens; token-level rewards are laid
+    out over exactly these positions.
+    """
+
+    response: str
+    ground_truth: Any = None
+    data_source: str = ""
+    extra_info: Mapping[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    response_token_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class RewardResult:
+    """The reward for one response.
+
+    ``score`` is the sequence-level reward. ``token_rewards``, when given, holds one value per
+    valid response token (dense or step-level rewards); when it is None the score is placed on the
+    last valid response token. ``extra`` holds metrics; a manager returns the same keys for every
+    response of a batch.
+    """
+
+    score: float
+    token_rewards: Sequence[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RewardManager(ABC):
+    """Base class of reward managers.
+
+    Args:
+        config: the manager's own settings (plain mapping; unknown keys should be an error).
+        tokenizer: the policy's tokenizer, for managers that look at tokens (may be None).
+        compute_score: a reward function selected by the user, for managers that delegate to one.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        *,
+        tokenizer: Any = None,
+        compute_score: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config: dict[str, Any] = dict(config or {})
+        self.tokenizer = tokenizer
+        self.compute_score = compute_score
+
+    @abstractmethod
+    def score_batch(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
+        """Score every request; return one result per request, in input order."""
+
+    def close(self) -> None:
+        """Release resources (worker processes, connections). Safe to call twice."""
+
+    def __enter__(self) -> RewardManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def score_of(value: Any, *, source: str = "reward function") -> float:
+    """The float score of a reward function's return value (a number or a dict with "score")."""
+    raw = value.get("score") if isinstance(value, Mapping) else value
+    if isinstance(value, Mapping) and "score" not in value:
+        raise TypeError(f"{source} returned a dict without a 'score' key: keys {sorted(value)}")
+    try:
+        score = float(raw)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{source} must return a float or a dict with 'score', got {type(raw).__name__}"
+        ) from None
+    if not math.isfinite(score):
+        raise ValueError(f"{source} returned a non-finite score: {score}")
+    return score

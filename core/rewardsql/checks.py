@@ -1,0 +1,185 @@
+"""Contract checks: call each component the way the trainers will, on a small synthetic batch.
+
+This is what ``rewardsql plugins check`` runs and what a third-party author runs before
+publishing. The synthetic batch is text-to-SQL shaped: a throwaway SQLite database with one table,
+so a SQL reward can really execute it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rewardsql.components import Component, ComponentKind
+from rewardsql.rewards import RewardManager, RewardRequest, RewardResult, score_of
+
+CHECK_DB_ID = "rewardsql_check"
+CHECK_SQL = "SELECT name FROM singer WHERE age > 30"
+CHECK_DATA_SOURCE = "rewardsql_check"
+
+
+class CheckFailure(Exception):
+    """A component broke its contract; the message names the point that failed."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of checking one component."""
+
+    component: Component
+    ok: bool
+    detail: str
+
+
+def check_component(component: Component) -> CheckResult:
+    """Run the contract check for one component; never raises."""
+    checker = _CHECKERS[component.kind]
+    with tempfile.TemporaryDirectory(prefix="rewardsql-check-") as tmp:
+        db_root = _make_check_database(Path(tmp))
+        try:
+            detail = checker(component.obj, db_root)
+        except CheckFailure as exc:
+            return CheckResult(component, False, str(exc))
+        except Exception as exc:  # the component itself raised
+            return CheckResult(component, False, f"raised {type(exc).__name__}: {exc}")
+    return CheckResult(component, True, detail)
+
+
+def _make_check_database(root: Path) -> Path:
+    db_dir = root / CHECK_DB_ID
+    db_dir.mkdir()
+    conn = sqlite3.connect(db_dir / f"{CHECK_DB_ID}.sqlite")
+    with conn:
+        conn.execute("CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, age INTEGER)")
+        conn.executemany(
+            "INSERT INTO singer (name, age) VALUES (?, ?)",
+            [("Ana", 25), ("Bo", 41), ("Cy", 33), ("Di", 29)],
+        )
+    conn.close()
+    return root
+
+
+def _extra_info(db_root: Path) -> dict[str, Any]:
+    return {"db_id": CHECK_DB_ID, "db_root": str(db_root), "question_id": 0}
+
+
+# -- advantage estimators --------------------------------------------------------------------
+
+
+def _verl_algo_config() -> Any:
+    """verl's own algorithm config object when verl is installed, else an empty dict."""
+    try:
+        from verl.trainer.config import AlgoConfig
+    except ImportError:
+        return {}
+    return AlgoConfig()
+
+
+def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path) -> str:
+    try:
+        import numpy as np
+        import torch
+    except ImportError as exc:
+        raise CheckFailure(f"checking an advantage estimator needs torch and numpy: {exc}") from None
+    generator = torch.Generator().manual_seed(0)
+    batch, width = 7, 12
+    lengths = torch.tensor([12, 9, 5, 12, 7, 3, 10])
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).float()
+    rewards = torch.zeros(batch, width)
+    rewards[torch.arange(batch), lengths - 1] = torch.rand(batch, generator=generator).round()
+    rewards[:, 1] += torch.rand(batch, generator=generator) * 0.5  # a step reward
+    # groups of 3, 3 and a singleton, as verl passes them: uid strings in an object array
+    index = np.array(["uid-a"] * 3 + ["uid-b"] * 3 + ["uid-c"], dtype=object)
+    out = fn(token_level_rewards=rewards, response_mask=mask, index=index, config=_verl_algo_config())
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise CheckFailure(f"must return a tuple (advantages, returns), got {type(out).__name__}")
+    for label, tensor in zip(("advantages", "returns"), out, strict=True):
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckFailure(f"{label} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tuple(tensor.shape) != (batch, width):
+            raise CheckFailure(f"{label} has shape {tuple(tensor.shape)}, expected {(batch, width)}")
+        if not torch.isfinite(tensor).all():
+            raise CheckFailure(f"{label} has non-finite values")
+    return f"returned two finite {batch}x{width} tensors"
+
+
+# -- reward functions --------------------------------------------------------------------------
+
+
+def _check_reward_function(fn: Callable[..., Any], db_root: Path) -> str:
+    kwargs = {
+        "data_source": CHECK_DATA_SOURCE,
+        "solution_str": CHECK_SQL,
+        "ground_truth": CHECK_SQL,
+        "extra_info": _extra_info(db_root),
+    }
+    value = fn(**kwargs)
+    if inspect.isawaitable(value):
+        value = asyncio.run(_await(value))
+    try:
+        score = score_of(value)
+    except (TypeError, ValueError) as exc:
+        raise CheckFailure(str(exc)) from None
+    return f"returned score {score:g} for a correct answer"
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+# -- reward managers ---------------------------------------------------------------------------
+
+
+def _check_reward_manager(cls: type, db_root: Path) -> str:
+    if not (isinstance(cls, type) and issubclass(cls, RewardManager)):
+        raise CheckFailure("must be a subclass of rewardsql.RewardManager")
+    responses = [CHECK_SQL, "SELECT name FROM singer", "SELEC broken"]
+    requests = [
+        RewardRequest(
+            response=text,
+            ground_truth=CHECK_SQL,
+            data_source=CHECK_DATA_SOURCE,
+            extra_info=_extra_info(db_root),
+            prompt="Which singers are older than 30?",
+            response_token_ids=tuple(range(1, len(text.split()) + 1)),
+        )
+        for text in responses
+    ]
+    try:
+        manager = cls({}, tokenizer=None, compute_score=None)
+    except Exception as exc:
+        raise CheckFailure(f"cannot be constructed with an empty config: {type(exc).__name__}: {exc}")
+    try:
+        results = manager.score_batch(requests)
+    finally:
+        manager.close()
+    if not isinstance(results, list) or len(results) != len(requests):
+        raise CheckFailure(f"score_batch must return a list of {len(requests)} RewardResult")
+    keys = None
+    for i, result in enumerate(results):
+        if not isinstance(result, RewardResult):
+            raise CheckFailure(f"result {i} is a {type(result).__name__}, not a RewardResult")
+        if not math.isfinite(float(result.score)):
+            raise CheckFailure(f"result {i} has a non-finite score")
+        if result.token_rewards is not None and len(result.token_rewards) != len(
+            requests[i].response_token_ids
+        ):
+            raise CheckFailure(f"result {i}: token_rewards must have one value per response token")
+        if keys is not None and set(result.extra) != keys:
+            raise CheckFailure("every result of a batch must have the same extra keys")
+        keys = set(result.extra)
+    return "scored " + ", ".join(f"{r.score:g}" for r in results) + f" for {len(results)} responses"
+
+
+_CHECKERS: dict[ComponentKind, Callable[[Any, Path], str]] = {
+    ComponentKind.ADVANTAGE_ESTIMATOR: _check_advantage_estimator,
+    ComponentKind.REWARD_FUNCTION: _check_reward_function,
+    ComponentKind.REWARD_MANAGER: _check_reward_manager,
+}

@@ -1,0 +1,213 @@
+"""Loading plugins from real entry points: isolation of failures, conflicts, lookups, selection."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from _core_helpers import BROKEN_PLUGIN, CONFLICT_PLUGIN, GOOD_PLUGIN
+
+import rewardsql
+from rewardsql import ComponentConflictError, ComponentKind, UnknownComponentError
+
+
+@pytest.fixture
+def three(fake_site, monkeypatch):
+    fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN, version="1.2.3")
+    fake_site.add("broken-plugin", "fake_broken", BROKEN_PLUGIN)
+    fake_site.add("zz-conflict-plugin", "fake_conflict", CONFLICT_PLUGIN, version="0.1")
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "good-plugin,broken-plugin,zz-conflict-plugin")
+    return fake_site
+
+
+def test_good_plugin_components_are_found_by_name_and_alias(three):
+    fn = rewardsql.get_reward_function("em")
+    assert fn is rewardsql.get_plugin_manager().get(ComponentKind.REWARD_FUNCTION, "em").obj
+    assert fn("src", "SELECT 1", "SELECT 1") == {"score": 1.0}
+    est = rewardsql.get_advantage_estimator("compute_double_advantage")
+    assert est is rewardsql.get_advantage_estimator("double_adv")
+    assert rewardsql.get_reward_manager("length_manager").__name__ == "LengthManager"
+
+
+def test_broken_plugin_is_recorded_and_others_still_load(three, caplog):
+    with caplog.at_level(logging.WARNING, logger="rewardsql"):
+        records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+    assert records["broken-plugin"].status == "error"
+    assert "RuntimeError: boom at import" in records["broken-plugin"].error
+    assert records["good-plugin"].status == "ok"
+    assert records["good-plugin"].version == "1.2.3"
+    warnings = [r.getMessage() for r in caplog.records if "broken-plugin" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # logged once
+    rewardsql.get_plugin_manager()  # cached: no second load, no second warning
+    assert len([r for r in caplog.records if "broken-plugin" in r.getMessage()]) == 1
+
+
+def test_name_conflict_names_both_distributions(three):
+    with pytest.raises(ComponentConflictError) as err:
+        rewardsql.get_reward_function("exact_match")
+    assert "'good-plugin'" in str(err.value) and "'zz-conflict-plugin'" in str(err.value)
+    record = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}["zz-conflict-plugin"]
+    assert record.status == "error" and "good-plugin" in record.error
+    # the rest of the conflicting plugin is still usable
+    assert rewardsql.get_reward_function("always_one")("s", "x", "y") == 1.0
+
+
+def test_unknown_name_lists_what_is_available(three):
+    with pytest.raises(UnknownComponentError) as err:
+        rewardsql.get_advantage_estimator("double_adw")
+    message = str(err.value)
+    assert "Unknown advantage estimator 'double_adw'" in message
+    assert "Did you mean 'double_adv'?" in message
+    assert "compute_double_advantage, double_adv" in message
+
+
+def test_loading_is_lazy_cached_and_resettable(three, monkeypatch):
+    import sys
+
+    assert "fake_good" not in sys.modules  # nothing loads before the first lookup
+    first = rewardsql.get_plugin_manager()
+    assert "fake_good" in sys.modules
+    assert rewardsql.get_plugin_manager() is first
+    rewardsql.reset_plugin_manager()
+    assert rewardsql.get_plugin_manager() is not first
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        ("none", []),
+        ("good-plugin", ["good-plugin"]),
+        ("good-plugin, broken-plugin", ["broken-plugin", "good-plugin"]),
+    ],
+)
+def test_selection_by_environment(three, monkeypatch, selection, expected):
+    monkeypatch.setenv("REWARDSQL_PLUGINS", selection)
+    rewardsql.reset_plugin_manager()
+    assert [r.name for r in rewardsql.get_plugin_manager().plugin_records()] == expected
+
+
+def test_selection_by_entry_point_name(fake_site, monkeypatch):
+    fake_site.add("dist-name", "fake_by_ep", GOOD_PLUGIN, entry_name="ep-name")
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "ep-name")
+    assert [r.name for r in rewardsql.get_plugin_manager().plugin_records()] == ["dist-name"]
+
+
+def test_misspelt_hook_is_an_error(fake_site, monkeypatch):
+    fake_site.add("typo-plugin", "fake_typo", """
+        import rewardsql
+
+        @rewardsql.hookimpl
+        def rewardsql_reward_function(register):  # singular: not a hook
+            register("x", print)
+    """)
+    fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "typo-plugin,good-plugin")
+    records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+    assert records["typo-plugin"].status == "error"
+    assert "rewardsql_reward_function" in records["typo-plugin"].error
+    assert records["typo-plugin"].components == []
+    assert records["good-plugin"].status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('register("bad", 42)', "must be callable"),
+        ('register("", print)', "non-empty strings"),
+        ('raise ValueError("no db")', "ValueError: no db"),
+    ],
+)
+def test_invalid_registration_keeps_none_of_the_plugin(fake_site, monkeypatch, body, message):
+    fake_site.add("half-plugin", "fake_half", f"""
+        import rewardsql
+
+        @rewardsql.hookimpl
+        def rewardsql_reward_functions(register):
+            register("first_ok", print)
+            {body}
+    """)
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "half-plugin")
+    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    assert record.status == "error" and message in record.error
+    assert record.components == []
+    with pytest.raises(UnknownComponentError):
+        rewardsql.get_reward_function("first_ok")
+
+
+def test_reward_manager_must_subclass_the_contract(fake_site, monkeypatch):
+    fake_site.add("mgr-plugin", "fake_mgr", """
+        import rewardsql
+
+        class NotAManager:
+            pass
+
+        @rewardsql.hookimpl
+        def rewardsql_reward_managers(register):
+            register("nope", NotAManager)
+    """)
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "mgr-plugin")
+    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    assert "subclass of rewardsql.RewardManager" in record.error
+
+
+@pytest.mark.parametrize("kind", list(ComponentKind))
+def test_every_hook_spec_registers_its_kind(fake_site, monkeypatch, kind):
+    from rewardsql.components import HOOK_OF_KIND
+
+    obj = "Mgr" if kind is ComponentKind.REWARD_MANAGER else "fn"
+    fake_site.add("one-hook", "fake_one_hook", f"""
+        import rewardsql
+
+        def fn(*args, **kwargs):
+            return 0.0
+
+        class Mgr(rewardsql.RewardManager):
+            def score_batch(self, requests):
+                return []
+
+        @rewardsql.hookimpl
+        def {HOOK_OF_KIND[kind]}(register):
+            register("thing", {obj}, aliases=["thing_alias"], summary="s")
+    """)
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "one-hook")
+    manager = rewardsql.get_plugin_manager()
+    component = manager.get(kind, "thing_alias")
+    assert (component.kind, component.name, component.aliases, component.plugin) == (
+        kind, "thing", ("thing_alias",), "one-hook")
+    assert [c.kind for c in manager.components()] == [kind]
+
+
+def test_decorators_register_local_components(fake_site, monkeypatch):
+    fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "good-plugin")
+
+    @rewardsql.register_advantage_estimator("my_est", aliases=("compute_my_est",))
+    def my_est(token_level_rewards, response_mask, **kwargs):
+        """My estimator."""
+        return token_level_rewards, token_level_rewards
+
+    @rewardsql.register_reward_function("my_reward")
+    def my_reward(data_source, solution_str, ground_truth, extra_info=None):
+        return 1.0
+
+    assert rewardsql.get_advantage_estimator("compute_my_est") is my_est
+    assert rewardsql.get_reward_function("my_reward") is my_reward
+    local = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}["<local>"]
+    assert {c.name for c in local.components} == {"my_est", "my_reward"}
+    assert next(c for c in local.components if c.name == "my_est").summary == "My estimator."
+
+    # re-running a notebook cell replaces the local component
+    @rewardsql.register_advantage_estimator("my_est")
+    def my_est_v2(token_level_rewards, response_mask, **kwargs):
+        return token_level_rewards, token_level_rewards
+
+    assert rewardsql.get_advantage_estimator("my_est") is my_est_v2
+
+    # but an installed plugin's name cannot be taken
+    with pytest.raises(ComponentConflictError, match="good-plugin"):
+        rewardsql.register_reward_function("exact_match")(my_reward)
+
+
+def test_decorator_validates_its_target():
+    with pytest.raises(TypeError, match="subclass of rewardsql.RewardManager"):
+        rewardsql.register_reward_manager("m")(object)

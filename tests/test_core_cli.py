@@ -1,0 +1,130 @@
+"""The CLI as a user runs it: a fresh interpreter, real entry points, real exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _core_helpers import BROKEN_PLUGIN, CONFLICT_PLUGIN, GOOD_PLUGIN
+
+import rewardsql
+
+FAKES = "good-plugin,broken-plugin,zz-conflict-plugin"
+
+
+@pytest.fixture
+def site(fake_site):
+    fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN, version="1.2.3")
+    fake_site.add("broken-plugin", "fake_broken", BROKEN_PLUGIN, version="0.0.1")
+    fake_site.add("zz-conflict-plugin", "fake_conflict", CONFLICT_PLUGIN, version="0.1")
+    return fake_site
+
+
+def test_plugins_list_json_records_are_exact(site):
+    result = site.run("-m", "rewardsql", "plugins", "list", "--json", REWARDSQL_PLUGINS=FAKES)
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert records == [
+        {
+            "plugin": "broken-plugin",
+            "version": "0.0.1",
+            "status": "error",
+            "error": "cannot import 'fake_broken': RuntimeError: boom at import",
+            "components": [],
+        },
+        {
+            "plugin": "good-plugin",
+            "version": "1.2.3",
+            "status": "ok",
+            "error": None,
+            "components": [
+                {"kind": "reward_function", "name": "exact_match", "aliases": ["em"]},
+                {"kind": "reward_manager", "name": "length_manager", "aliases": []},
+                {"kind": "advantage_estimator", "name": "double_adv",
+                 "aliases": ["compute_double_advantage"]},
+            ],
+        },
+        {
+            "plugin": "zz-conflict-plugin",
+            "version": "0.1",
+            "status": "error",
+            "error": "reward function 'exact_match' is provided by two plugins: 'good-plugin' and "
+                     "'zz-conflict-plugin'; uninstall one, or select plugins with REWARDSQL_PLUGINS.",
+            "components": [
+                {"kind": "reward_function", "name": "exact_match", "aliases": []},
+                {"kind": "reward_function", "name": "always_one", "aliases": []},
+            ],
+        },
+    ]
+    assert "broken-plugin" in result.stderr  # the broken plugin is reported, not hidden
+
+
+def test_plugins_list_table_with_a_broken_plugin(site):
+    result = site.run("-m", "rewardsql", "plugins", "list", REWARDSQL_PLUGINS=FAKES)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["PLUGIN", "VERSION", "STATUS", "COMPONENTS"]
+    good = next(line for line in lines if line.startswith("good-plugin"))
+    assert good.split()[:5] == ["good-plugin", "1.2.3", "ok", "reward_function", "exact_match"]
+    assert "advantage_estimator double_adv (aliases: compute_double_advantage)" in result.stdout
+    assert "error: cannot import 'fake_broken': RuntimeError: boom at import" in result.stdout
+
+
+def test_no_plugins_installed(site):
+    result = site.run("-m", "rewardsql", "plugins", "list", REWARDSQL_PLUGINS="none")
+    assert (result.returncode, result.stdout.strip()) == (0, "No plugins installed.")
+    as_json = site.run("-m", "rewardsql", "plugins", "list", "--json", REWARDSQL_PLUGINS="none")
+    assert json.loads(as_json.stdout) == []
+
+
+def test_plugins_check_passes_for_good_components(site):
+    result = site.run("-m", "rewardsql", "plugins", "check", "good-plugin", REWARDSQL_PLUGINS=FAKES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   advantage_estimator double_adv [good-plugin]: returned two finite 7x12" in result.stdout
+    assert "ok   reward_function exact_match [good-plugin]: returned score 1" in result.stdout
+    assert "ok   reward_manager length_manager [good-plugin]" in result.stdout
+
+
+def test_plugins_check_fails_naming_component_and_point(fake_site):
+    fake_site.add("bad-plugin", "fake_bad", """
+        import torch
+        import rewardsql
+
+        def wrong_shape(token_level_rewards, response_mask, index=None, config=None, **kwargs):
+            adv = token_level_rewards.sum(-1)
+            return adv, adv
+
+        def text_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+            return "high"
+
+        @rewardsql.hookimpl
+        def rewardsql_advantage_estimators(register):
+            register("wrong_shape", wrong_shape)
+
+        @rewardsql.hookimpl
+        def rewardsql_reward_functions(register):
+            register("text_score", text_score)
+    """)
+    result = fake_site.run("-m", "rewardsql", "plugins", "check", REWARDSQL_PLUGINS="bad-plugin")
+    assert result.returncode == 1
+    assert ("error: advantage estimator 'wrong_shape' (bad-plugin) failed: advantages has shape (7,),"
+            " expected (7, 12)") in result.stderr
+    assert "error: reward function 'text_score' (bad-plugin) failed: reward function must return a" \
+        " float or a dict with 'score', got str" in result.stderr
+
+
+def test_plugins_check_reports_a_broken_plugin_and_unknown_names(site):
+    result = site.run("-m", "rewardsql", "plugins", "check", "broken-plugin", "nothing_here",
+                      REWARDSQL_PLUGINS=FAKES)
+    assert result.returncode == 1
+    assert "plugin 'broken-plugin' did not load: cannot import 'fake_broken'" in result.stderr
+    assert "no plugin or component named 'nothing_here'" in result.stderr
+
+
+def test_version_help_and_usage_errors(site):
+    version = site.run("-m", "rewardsql", "--version")
+    assert (version.returncode, version.stdout.strip()) == (0, f"rewardsql {rewardsql.__version__}")
+    helptext = site.run("-m", "rewardsql", "--help")
+    assert helptext.returncode == 0 and "plugins" in helptext.stdout
+    wrong = site.run("-m", "rewardsql", "plugins", "lst")
+    assert wrong.returncode == 2 and "No such command 'lst'" in wrong.stderr

@@ -1,0 +1,35 @@
+"""The template's own tests: the function's behaviour, and that rewardsql finds and accepts it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import rewardsql
+from rewardsql_example_reward import clause_overlap
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "score"),
+    [
+        ("SELECT name FROM t WHERE a > 1", "select name from t where a = 2", 1.0),
+        ("SELECT name FROM t", "SELECT name FROM t WHERE a > 1", 0.5),
+        ("SELECT 'group by' FROM t", "SELECT a FROM t GROUP BY a", 0.5),  # literals don't count
+    ],
+)
+def test_clause_overlap(response, gold, score):
+    assert clause_overlap("spider", response, gold)["score"] == score
+
+
+def test_rewardsql_finds_the_installed_plugin():
+    rewardsql.reset_plugin_manager()
+    assert rewardsql.get_reward_function("compute_clause_overlap") is clause_overlap
+
+
+def test_plugins_check_accepts_it():
+    cmd = [sys.executable, "-m", "rewardsql", "plugins", "check", "clause_overlap", "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert (row["plugin"], row["name"], row["ok"]) == ("rewardsql-example-reward", "clause_overlap", True)

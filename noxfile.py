@@ -1,0 +1,76 @@
+"""Sessions: `nox` runs lint, the full test suite, each plugin alone, and the plugin template.
+
+Every session installs with constraints.txt, which pins the CPU build of torch (an unpinned torch
+pulls a multi-GB CUDA build) and verl 0.9.1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
+TEMPLATE = ROOT / "examples" / "plugin-template"
+
+nox.options.sessions = ["lint", "tests", "plugin", "template"]
+nox.options.error_on_missing_interpreters = True
+
+
+def _install(session: nox.Session, *args: str) -> None:
+    session.install(*CONSTRAINTS, *args)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """Ruff over the whole tree (uses the ruff on PATH, installing it if missing)."""
+    session.run("python3", "-m", "pip", "install", "-q", "ruff>=0.6", external=True)
+    session.run("python3", "-m", "ruff", "check", ".", external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Core plus every plugin installed; all tests (cross-package, each plugin's, the template's)."""
+    _install(session, "-e", ".[verl,train,test]", *(f"-e./plugins/{p}" for p in PLUGINS),
+             str(TEMPLATE))
+    test_dirs = ["tests", *(f"plugins/{p}/tests" for p in PLUGINS), str(TEMPLATE / "tests")]
+    session.run("pytest", *test_dirs, *session.posargs)
+
+
+@nox.session
+@nox.parametrize("plugin", PLUGINS)
+def plugin(session: nox.Session, plugin: str) -> None:
+    """The core plus one plugin alone: the plugin must install and pass its tests by itself."""
+    _install(session, "-e", ".[verl,test]", f"./plugins/{plugin}")
+    session.run("pytest", f"plugins/{plugin}/tests", *session.posargs)
+
+
+@nox.session
+def template(session: nox.Session) -> None:
+    """Install the third-party plugin template like a user would, list it, check it, test it."""
+    _install(session, ".[test]", str(TEMPLATE))
+    listing = session.run("rewardsql", "plugins", "list", "--json", silent=True)
+    records = {r["plugin"]: r for r in json.loads(listing)}
+    record = records.get("rewardsql-example-reward")
+    if record is None or record["status"] != "ok":
+        session.error(f"the template plugin is not listed as ok: {records}")
+    session.run("rewardsql", "plugins", "check", "rewardsql-example-reward")
+    session.run("pytest", str(TEMPLATE / "tests"), *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks; each prints ratios measured side by side in one run."""
+    _install(session, "-e", ".[verl,train]", *(f"-e./plugins/{p}" for p in PLUGINS))
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        session.run("python", str(script), *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The embedded default end to end: `rewardsql demo` (pass --quick for the CI-sized run)."""
+    _install(session, "-e", ".[verl,train]", *(f"-e./plugins/{p}" for p in PLUGINS))
+    session.run("rewardsql", "demo", "--output-dir", "outputs/demo", *session.posargs)

@@ -33,9 +33,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Core plus every plugin installed; all tests (cross-package, each plugin's, the template's)."""
-    _install(session, "-e", ".[verl,train,test]", *(f"-e./plugins/{p}" for p in PLUGINS),
-             str(TEMPLATE))
+    """Core plus every plugin installed: all tests (cross-package, plugins', the template's)."""
+    _install(
+        session, "-e", ".[verl,train,test]", *(f"-e./plugins/{p}" for p in PLUGINS), str(TEMPLATE)
+    )
     test_dirs = ["tests", *(f"plugins/{p}/tests" for p in PLUGINS), str(TEMPLATE / "tests")]
     session.run("pytest", *test_dirs, *session.posargs)
 

@@ -16,7 +16,7 @@ GOOD_PLUGIN = """
 
         def score_batch(self, requests):
             type(self).calls += 1
-            return [rewardsql.RewardResult(score=float(len(r.response)), extra={"n": len(r.response)})
+            return [rewardsql.RewardResult(float(len(r.response)), extra={"n": len(r.response)})
                     for r in requests]
 
     @rewardsql.hookimpl

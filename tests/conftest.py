@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import rewardsql
 
 
@@ -22,8 +21,16 @@ class FakeSite:
         self.root = root
         self.modules: list[str] = []
 
-    def add(self, dist: str, module: str, source: str, *, version: str = "1.0",
-            entry_name: str | None = None, group: str = "rewardsql") -> None:
+    def add(
+        self,
+        dist: str,
+        module: str,
+        source: str,
+        *,
+        version: str = "1.0",
+        entry_name: str | None = None,
+        group: str = "rewardsql",
+    ) -> None:
         """Install distribution ``dist`` whose entry point in ``group`` is module ``module``."""
         (self.root / f"{module}.py").write_text(textwrap.dedent(source))
         info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
@@ -41,7 +48,10 @@ class FakeSite:
     def run(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         """Run ``python *args`` in a fresh interpreter that sees these distributions."""
         return subprocess.run(
-            [sys.executable, *args], capture_output=True, text=True, env=self.env(**extra_env),
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            env=self.env(**extra_env),
             timeout=180,
         )
 
@@ -64,8 +74,27 @@ def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeS
 
 @pytest.fixture(autouse=True)
 def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts and ends with no plugins loaded."""
+    """Every test starts and ends with no plugins loaded, and leaves verl's registries as found.
+
+    verl's registries are process-global and refuse a second object under a taken name, so a
+    test that registers fake components must not leak them into the next test.
+    """
     monkeypatch.delenv("REWARDSQL_PLUGINS", raising=False)
     rewardsql.reset_plugin_manager()
+    registries = _verl_registries()
+    saved = [dict(registry) for registry in registries]
     yield
     rewardsql.reset_plugin_manager()
+    for registry, content in zip(registries, saved, strict=True):
+        registry.clear()
+        registry.update(content)
+
+
+def _verl_registries() -> list[dict]:
+    """verl's estimator and reward-manager registries (none when verl is not installed)."""
+    try:
+        from verl.experimental.reward_loop.reward_manager import registry
+        from verl.trainer.ppo import core_algos
+    except ImportError:
+        return []
+    return [core_algos.ADV_ESTIMATOR_REGISTRY, registry.REWARD_MANAGER]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-
 import rewardsql
+import torch
 from rewardsql.checks import check_component
 from rewardsql.components import Component, ComponentKind
 from rewardsql.rewards import score_of
@@ -58,8 +57,12 @@ def test_async_reward_function_is_awaited():
 
 class GoodManager(rewardsql.RewardManager):
     def score_batch(self, requests):
-        return [rewardsql.RewardResult(score=1.0, token_rewards=[0.1] * len(r.response_token_ids),
-                                       extra={"k": 1}) for r in requests]
+        return [
+            rewardsql.RewardResult(
+                score=1.0, token_rewards=[0.1] * len(r.response_token_ids), extra={"k": 1}
+            )
+            for r in requests
+        ]
 
 
 class ShortTokens(GoodManager):
@@ -69,7 +72,9 @@ class ShortTokens(GoodManager):
 
 class RaggedExtras(GoodManager):
     def score_batch(self, requests):
-        return [rewardsql.RewardResult(score=0.0, extra={f"k{i}": 1}) for i, _ in enumerate(requests)]
+        return [
+            rewardsql.RewardResult(score=0.0, extra={f"k{i}": 1}) for i, _ in enumerate(requests)
+        ]
 
 
 class NeedsDbRoot(GoodManager):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from _core_helpers import BROKEN_PLUGIN, CONFLICT_PLUGIN, GOOD_PLUGIN
-
 import rewardsql
+from _core_helpers import BROKEN_PLUGIN, CONFLICT_PLUGIN, GOOD_PLUGIN
 
 FAKES = "good-plugin,broken-plugin,zz-conflict-plugin"
 
@@ -40,8 +39,11 @@ def test_plugins_list_json_records_are_exact(site):
             "components": [
                 {"kind": "reward_function", "name": "exact_match", "aliases": ["em"]},
                 {"kind": "reward_manager", "name": "length_manager", "aliases": []},
-                {"kind": "advantage_estimator", "name": "double_adv",
-                 "aliases": ["compute_double_advantage"]},
+                {
+                    "kind": "advantage_estimator",
+                    "name": "double_adv",
+                    "aliases": ["compute_double_advantage"],
+                },
             ],
         },
         {
@@ -49,7 +51,7 @@ def test_plugins_list_json_records_are_exact(site):
             "version": "0.1",
             "status": "error",
             "error": "reward function 'exact_match' is provided by two plugins: 'good-plugin' and "
-                     "'zz-conflict-plugin'; uninstall one, or select plugins with REWARDSQL_PLUGINS.",
+            "'zz-conflict-plugin'; uninstall one, or select plugins with REWARDSQL_PLUGINS.",
             "components": [
                 {"kind": "reward_function", "name": "exact_match", "aliases": []},
                 {"kind": "reward_function", "name": "always_one", "aliases": []},
@@ -80,13 +82,19 @@ def test_no_plugins_installed(site):
 def test_plugins_check_passes_for_good_components(site):
     result = site.run("-m", "rewardsql", "plugins", "check", "good-plugin", REWARDSQL_PLUGINS=FAKES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok   advantage_estimator double_adv [good-plugin]: returned two finite 7x12" in result.stdout
+    assert (
+        "ok   advantage_estimator double_adv [good-plugin]: returned two finite 7x12"
+        in result.stdout
+    )
     assert "ok   reward_function exact_match [good-plugin]: returned score 1" in result.stdout
     assert "ok   reward_manager length_manager [good-plugin]" in result.stdout
 
 
 def test_plugins_check_fails_naming_component_and_point(fake_site):
-    fake_site.add("bad-plugin", "fake_bad", """
+    fake_site.add(
+        "bad-plugin",
+        "fake_bad",
+        """
         import torch
         import rewardsql
 
@@ -104,18 +112,30 @@ def test_plugins_check_fails_naming_component_and_point(fake_site):
         @rewardsql.hookimpl
         def rewardsql_reward_functions(register):
             register("text_score", text_score)
-    """)
+    """,
+    )
     result = fake_site.run("-m", "rewardsql", "plugins", "check", REWARDSQL_PLUGINS="bad-plugin")
     assert result.returncode == 1
-    assert ("error: advantage estimator 'wrong_shape' (bad-plugin) failed: advantages has shape (7,),"
-            " expected (7, 12)") in result.stderr
-    assert "error: reward function 'text_score' (bad-plugin) failed: reward function must return a" \
+    assert (
+        "error: advantage estimator 'wrong_shape' (bad-plugin) failed: advantages has shape (7,),"
+        " expected (7, 12)"
+    ) in result.stderr
+    assert (
+        "error: reward function 'text_score' (bad-plugin) failed: reward function must return a"
         " float or a dict with 'score', got str" in result.stderr
+    )
 
 
 def test_plugins_check_reports_a_broken_plugin_and_unknown_names(site):
-    result = site.run("-m", "rewardsql", "plugins", "check", "broken-plugin", "nothing_here",
-                      REWARDSQL_PLUGINS=FAKES)
+    result = site.run(
+        "-m",
+        "rewardsql",
+        "plugins",
+        "check",
+        "broken-plugin",
+        "nothing_here",
+        REWARDSQL_PLUGINS=FAKES,
+    )
     assert result.returncode == 1
     assert "plugin 'broken-plugin' did not load: cannot import 'fake_broken'" in result.stderr
     assert "no plugin or component named 'nothing_here'" in result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rewardsql.config import ConfigError, check_known_keys, get_key, load_config
 from rewardsql.io import atomic_directory, atomic_write, atomic_write_json, atomic_write_text
 
@@ -41,7 +40,9 @@ def test_missing_file(tmp_path):
 def test_get_key_errors_name_the_key():
     cfg = {"actor": {"optim": {"lr": "fast"}, "flag": True}}
     assert get_key(cfg, "actor.missing", 5) == 5
-    with pytest.raises(ConfigError, match=r"cfg.yaml: key 'actor.optim.beta': required key is missing"):
+    with pytest.raises(
+        ConfigError, match=r"cfg.yaml: key 'actor.optim.beta': required key is missing"
+    ):
         get_key(cfg, "actor.optim.beta", source="cfg.yaml")
     with pytest.raises(ConfigError, match=r"key 'actor.optim.lr': expected float, got str 'fast'"):
         get_key(cfg, "actor.optim.lr", expected=float)
@@ -50,8 +51,11 @@ def test_get_key_errors_name_the_key():
 
 
 def test_unknown_key_suggests_the_closest():
-    with pytest.raises(ConfigError, match=r"key 'data.train_batchsize': unknown key; did you mean "
-                                          r"'train_batch_size'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"key 'data.train_batchsize': unknown key; did you mean "
+        r"'train_batch_size'\?",
+    ):
         check_known_keys({"train_batchsize": 8}, ["train_batch_size", "val_files"], prefix="data.")
     check_known_keys({"val_files": "x"}, ["train_batch_size", "val_files"])
 

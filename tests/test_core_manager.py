@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from _core_helpers import BROKEN_PLUGIN, CONFLICT_PLUGIN, GOOD_PLUGIN
-
 import rewardsql
+from _core_helpers import BROKEN_PLUGIN, CONFLICT_PLUGIN, GOOD_PLUGIN
 from rewardsql import ComponentConflictError, ComponentKind, UnknownComponentError
 
 
@@ -46,7 +45,9 @@ def test_name_conflict_names_both_distributions(three):
     with pytest.raises(ComponentConflictError) as err:
         rewardsql.get_reward_function("exact_match")
     assert "'good-plugin'" in str(err.value) and "'zz-conflict-plugin'" in str(err.value)
-    record = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}["zz-conflict-plugin"]
+    record = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}[
+        "zz-conflict-plugin"
+    ]
     assert record.status == "error" and "good-plugin" in record.error
     # the rest of the conflicting plugin is still usable
     assert rewardsql.get_reward_function("always_one")("s", "x", "y") == 1.0
@@ -93,13 +94,17 @@ def test_selection_by_entry_point_name(fake_site, monkeypatch):
 
 
 def test_misspelt_hook_is_an_error(fake_site, monkeypatch):
-    fake_site.add("typo-plugin", "fake_typo", """
+    fake_site.add(
+        "typo-plugin",
+        "fake_typo",
+        """
         import rewardsql
 
         @rewardsql.hookimpl
         def rewardsql_reward_function(register):  # singular: not a hook
             register("x", print)
-    """)
+    """,
+    )
     fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
     monkeypatch.setenv("REWARDSQL_PLUGINS", "typo-plugin,good-plugin")
     records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
@@ -118,14 +123,18 @@ def test_misspelt_hook_is_an_error(fake_site, monkeypatch):
     ],
 )
 def test_invalid_registration_keeps_none_of_the_plugin(fake_site, monkeypatch, body, message):
-    fake_site.add("half-plugin", "fake_half", f"""
+    fake_site.add(
+        "half-plugin",
+        "fake_half",
+        f"""
         import rewardsql
 
         @rewardsql.hookimpl
         def rewardsql_reward_functions(register):
             register("first_ok", print)
             {body}
-    """)
+    """,
+    )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "half-plugin")
     (record,) = rewardsql.get_plugin_manager().plugin_records()
     assert record.status == "error" and message in record.error
@@ -135,7 +144,10 @@ def test_invalid_registration_keeps_none_of_the_plugin(fake_site, monkeypatch, b
 
 
 def test_reward_manager_must_subclass_the_contract(fake_site, monkeypatch):
-    fake_site.add("mgr-plugin", "fake_mgr", """
+    fake_site.add(
+        "mgr-plugin",
+        "fake_mgr",
+        """
         import rewardsql
 
         class NotAManager:
@@ -144,7 +156,8 @@ def test_reward_manager_must_subclass_the_contract(fake_site, monkeypatch):
         @rewardsql.hookimpl
         def rewardsql_reward_managers(register):
             register("nope", NotAManager)
-    """)
+    """,
+    )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "mgr-plugin")
     (record,) = rewardsql.get_plugin_manager().plugin_records()
     assert "subclass of rewardsql.RewardManager" in record.error
@@ -155,7 +168,10 @@ def test_every_hook_spec_registers_its_kind(fake_site, monkeypatch, kind):
     from rewardsql.components import HOOK_OF_KIND
 
     obj = "Mgr" if kind is ComponentKind.REWARD_MANAGER else "fn"
-    fake_site.add("one-hook", "fake_one_hook", f"""
+    fake_site.add(
+        "one-hook",
+        "fake_one_hook",
+        f"""
         import rewardsql
 
         def fn(*args, **kwargs):
@@ -168,12 +184,17 @@ def test_every_hook_spec_registers_its_kind(fake_site, monkeypatch, kind):
         @rewardsql.hookimpl
         def {HOOK_OF_KIND[kind]}(register):
             register("thing", {obj}, aliases=["thing_alias"], summary="s")
-    """)
+    """,
+    )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "one-hook")
     manager = rewardsql.get_plugin_manager()
     component = manager.get(kind, "thing_alias")
     assert (component.kind, component.name, component.aliases, component.plugin) == (
-        kind, "thing", ("thing_alias",), "one-hook")
+        kind,
+        "thing",
+        ("thing_alias",),
+        "one-hook",
+    )
     assert [c.kind for c in manager.components()] == [kind]
 
 
@@ -209,5 +230,5 @@ def test_decorators_register_local_components(fake_site, monkeypatch):
 
 
 def test_decorator_validates_its_target():
-    with pytest.raises(TypeError, match="subclass of rewardsql.RewardManager"):
+    with pytest.raises(TypeError, match=r"subclass of rewardsql\.RewardManager"):
         rewardsql.register_reward_manager("m")(object)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -12,10 +13,9 @@ from _core_helpers import BROKEN_PLUGIN, GOOD_PLUGIN
 
 pytest.importorskip("verl")
 
-from omegaconf import OmegaConf  # noqa: E402  (comes with verl)
-
-import rewardsql  # noqa: E402
-from rewardsql.verl_bridge import (  # noqa: E402
+import rewardsql
+from omegaconf import OmegaConf
+from rewardsql.verl_bridge import (
     install_into_verl,
     manager_settings,
     request_from_dataproto,
@@ -70,7 +70,10 @@ def test_install_is_idempotent_and_reports_taken_names(fake_site, monkeypatch):
     from verl.trainer.ppo import core_algos
 
     fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
-    fake_site.add("grpo-thief", "fake_thief", """
+    fake_site.add(
+        "grpo-thief",
+        "fake_thief",
+        """
         import rewardsql
 
         def not_grpo(token_level_rewards, response_mask, **kwargs):
@@ -79,14 +82,15 @@ def test_install_is_idempotent_and_reports_taken_names(fake_site, monkeypatch):
         @rewardsql.hookimpl
         def rewardsql_advantage_estimators(register):
             register("grpo_vectorized", not_grpo)
-    """)
+    """,
+    )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "good-plugin,grpo-thief")
     first = install_into_verl()
     second = install_into_verl()
     assert ("advantage_estimator", "double_adv") in first.registered
     assert ("reward_manager", "length_manager") in first.registered
     assert first.registered == second.registered
-    assert any("grpo-thief:grpo_vectorized" == who for who, _ in first.failed)
+    assert any(who == "grpo-thief:grpo_vectorized" for who, _ in first.failed)
     # verl's own estimator is untouched
     assert core_algos.get_adv_estimator_fn("grpo_vectorized").__module__ == core_algos.__name__
 
@@ -99,8 +103,21 @@ def tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = ["<pad>", "<eos>", "SELECT", "name", "FROM", "singer", "WHERE", "age", ">", "30",
-             "question", ":", "who"]
+    words = [
+        "<pad>",
+        "<eos>",
+        "SELECT",
+        "name",
+        "FROM",
+        "singer",
+        "WHERE",
+        "age",
+        ">",
+        "30",
+        "question",
+        ":",
+        "who",
+    ]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece()  # joins words with spaces
@@ -132,7 +149,9 @@ def _batch(tokenizer, prompts: list[str], responses: list[str], width: int = 8):
         },
         non_tensors={
             "data_source": np.array(["spider"] * n, dtype=object),
-            "reward_model": np.array([{"ground_truth": f"gold {i}"} for i in range(n)], dtype=object),
+            "reward_model": np.array(
+                [{"ground_truth": f"gold {i}"} for i in range(n)], dtype=object
+            ),
             "extra_info": np.array([{"db_id": f"db{i}"} for i in range(n)], dtype=object),
         },
     )
@@ -141,7 +160,7 @@ def _batch(tokenizer, prompts: list[str], responses: list[str], width: int = 8):
 class RecordingManager(rewardsql.RewardManager):
     """Scores by response length; records every score_batch call (a real manager, no mock)."""
 
-    batches: list[list[rewardsql.RewardRequest]] = []
+    batches: ClassVar[list[list[rewardsql.RewardRequest]]] = []
 
     def score_batch(self, requests):
         type(self).batches.append(list(requests))

@@ -87,7 +87,9 @@ def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path) -> str:
         import numpy as np
         import torch
     except ImportError as exc:
-        raise CheckFailure(f"checking an advantage estimator needs torch and numpy: {exc}") from None
+        raise CheckFailure(
+            f"checking an advantage estimator needs torch and numpy: {exc}"
+        ) from None
     generator = torch.Generator().manual_seed(0)
     batch, width = 7, 12
     lengths = torch.tensor([12, 9, 5, 12, 7, 3, 10])
@@ -97,14 +99,18 @@ def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path) -> str:
     rewards[:, 1] += torch.rand(batch, generator=generator) * 0.5  # a step reward
     # groups of 3, 3 and a singleton, as verl passes them: uid strings in an object array
     index = np.array(["uid-a"] * 3 + ["uid-b"] * 3 + ["uid-c"], dtype=object)
-    out = fn(token_level_rewards=rewards, response_mask=mask, index=index, config=_verl_algo_config())
+    out = fn(
+        token_level_rewards=rewards, response_mask=mask, index=index, config=_verl_algo_config()
+    )
     if not (isinstance(out, tuple) and len(out) == 2):
         raise CheckFailure(f"must return a tuple (advantages, returns), got {type(out).__name__}")
     for label, tensor in zip(("advantages", "returns"), out, strict=True):
         if not isinstance(tensor, torch.Tensor):
             raise CheckFailure(f"{label} must be a torch.Tensor, got {type(tensor).__name__}")
         if tuple(tensor.shape) != (batch, width):
-            raise CheckFailure(f"{label} has shape {tuple(tensor.shape)}, expected {(batch, width)}")
+            raise CheckFailure(
+                f"{label} has shape {tuple(tensor.shape)}, expected {(batch, width)}"
+            )
         if not torch.isfinite(tensor).all():
             raise CheckFailure(f"{label} has non-finite values")
     return f"returned two finite {batch}x{width} tensors"
@@ -155,7 +161,9 @@ def _check_reward_manager(cls: type, db_root: Path) -> str:
     try:
         manager = cls({}, tokenizer=None, compute_score=None)
     except Exception as exc:
-        raise CheckFailure(f"cannot be constructed with an empty config: {type(exc).__name__}: {exc}")
+        raise CheckFailure(
+            f"cannot be constructed with an empty config: {type(exc).__name__}: {exc}"
+        ) from None
     try:
         results = manager.score_batch(requests)
     finally:

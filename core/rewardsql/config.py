@@ -17,8 +17,9 @@ _MISSING = object()
 class ConfigError(ValueError):
     """A config file is missing, malformed, or has a bad key or value."""
 
-    def __init__(self, message: str, *, source: str | os.PathLike[str] | None = None,
-                 key: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, source: str | os.PathLike[str] | None = None, key: str | None = None
+    ) -> None:
         self.source = str(source) if source is not None else None
         self.key = key
         where = ": ".join(p for p in (self.source, f"key {key!r}" if key else None) if p)
@@ -32,13 +33,11 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError("no such file" if not file.exists() else "not a file", source=file)
     text = file.read_text(encoding="utf-8")
     try:
-        if file.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
+        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                          source=file) from None
+        raise ConfigError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", source=file
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -47,14 +46,21 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", source=file)
+        raise ConfigError(
+            f"the top level must be a mapping, got {type(data).__name__}", source=file
+        )
     return data
 
 
-def get_key(config: Mapping[str, Any], dotted: str, default: Any = _MISSING, *,
-            expected: type | tuple[type, ...] | None = None,
-            source: str | os.PathLike[str] | None = None) -> Any:
-    """``config["a"]["b"]`` for ``"a.b"``; a clear error when missing (without default) or mistyped."""
+def get_key(
+    config: Mapping[str, Any],
+    dotted: str,
+    default: Any = _MISSING,
+    *,
+    expected: type | tuple[type, ...] | None = None,
+    source: str | os.PathLike[str] | None = None,
+) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; an error when missing (and no default) or mistyped."""
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -67,17 +73,27 @@ def get_key(config: Mapping[str, Any], dotted: str, default: Any = _MISSING, *,
         # bool is an int in Python, but `lr: true` is never meant as a number
         if not isinstance(node, types) or (isinstance(node, bool) and bool not in types):
             names = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"expected {names}, got {type(node).__name__} {node!r}",
-                              source=source, key=dotted)
+            raise ConfigError(
+                f"expected {names}, got {type(node).__name__} {node!r}", source=source, key=dotted
+            )
     return node
 
 
-def check_known_keys(config: Mapping[str, Any], known: Iterable[str], *,
-                     source: str | os.PathLike[str] | None = None, prefix: str = "") -> None:
+def check_known_keys(
+    config: Mapping[str, Any],
+    known: Iterable[str],
+    *,
+    source: str | os.PathLike[str] | None = None,
+    prefix: str = "",
+) -> None:
     """Fail on the first key of ``config`` not in ``known``, suggesting the closest known key."""
     known = list(known)
     for key in config:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else f"; known keys: {', '.join(sorted(known))}"
+            )
             raise ConfigError(f"unknown key{hint}", source=source, key=f"{prefix}{key}")

@@ -97,9 +97,7 @@ class RewardSQLPluginManager(pluggy.PluginManager):
     def _registrar(
         self, kind: ComponentKind, record: PluginRecord, out: list[Component]
     ) -> Callable[..., None]:
-        def register(
-            name: str, obj: Any, aliases: Iterable[str] = (), summary: str = ""
-        ) -> None:
+        def register(name: str, obj: Any, aliases: Iterable[str] = (), summary: str = "") -> None:
             out.append(make_component(kind, name, obj, aliases, summary, record))
 
         return register
@@ -123,7 +121,9 @@ class RewardSQLPluginManager(pluggy.PluginManager):
             if (component.kind, name) not in self._conflicts:
                 index[name] = component
         record.components = [
-            c for c in record.components if not (c.kind == component.kind and c.name == component.name)
+            c
+            for c in record.components
+            if not (c.kind == component.kind and c.name == component.name)
         ] + [component]
 
     def _fail(self, record: PluginRecord, message: str) -> None:
@@ -155,7 +155,7 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         return list(seen.values())
 
     def plugin_records(self) -> list[PluginRecord]:
-        """Every plugin seen, sorted by name; the local pseudo-plugin only when it has components."""
+        """Every plugin seen, by name; the local pseudo-plugin only when it has components."""
         return sorted(
             (r for r in self.records.values() if r.name != LOCAL_PLUGIN or r.components),
             key=lambda r: r.name,
@@ -181,7 +181,9 @@ def make_component(
         from rewardsql.rewards import RewardManager
 
         if not (isinstance(obj, type) and issubclass(obj, RewardManager)):
-            raise TypeError(f"reward manager {name!r} must be a subclass of rewardsql.RewardManager")
+            raise TypeError(
+                f"reward manager {name!r} must be a subclass of rewardsql.RewardManager"
+            )
     elif not callable(obj):
         raise TypeError(f"{kind.label} {name!r} must be callable, got {type(obj).__name__}")
     return Component(kind, name, obj, aliases, summary, record.name, record.version)

@@ -69,7 +69,7 @@ class RewardManager(ABC):
     def score_batch(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
         """Score every request; return one result per request, in input order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources (worker processes, connections). Safe to call twice."""
 
     def __enter__(self) -> RewardManager:

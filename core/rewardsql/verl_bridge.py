@@ -66,7 +66,9 @@ def install_into_verl() -> InstallReport:
     return report
 
 
-def _register(report: InstallReport, component: Component, name: str, register: Any, obj: Any) -> None:
+def _register(
+    report: InstallReport, component: Component, name: str, register: Any, obj: Any
+) -> None:
     manager = get_plugin_manager()
     try:
         if manager.get(component.kind, name) is not component:
@@ -106,7 +108,9 @@ def request_from_dataproto(data: Any, tokenizer: Any) -> RewardRequest:
     mask = item.batch["attention_mask"]
     valid = int(mask[-length:].sum())
     response_ids = responses[:valid].tolist()
-    prompt_ids = item.batch["prompts"][mask[:-length].bool()].tolist() if "prompts" in item.batch else []
+    prompt_ids = (
+        item.batch["prompts"][mask[:-length].bool()].tolist() if "prompts" in item.batch else []
+    )
     extras = item.non_tensor_batch
     reward_model = extras.get("reward_model") or {}
     return RewardRequest(
@@ -195,7 +199,9 @@ def verl_reward_manager_class(manager_cls: type) -> type:
                 prompt_length = data.batch["prompts"].size(1)
                 lengths = data.batch["attention_mask"][:, prompt_length:].sum(dim=1).tolist()
                 width = data.batch["responses"].size(1)
-                return token_reward_tensor(scores, lengths, width).to(data.batch["responses"].device)
+                return token_reward_tensor(scores, lengths, width).to(
+                    data.batch["responses"].device
+                )
 
         VerlRewardManager.__name__ = VerlRewardManager.__qualname__ = f"Verl{manager_cls.__name__}"
         VerlRewardManager.__module__ = __name__

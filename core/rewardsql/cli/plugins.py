@@ -1,4 +1,4 @@
-"""``rewardsql plugins``: list installed plugins and check that their components keep the contract."""
+"""``rewardsql plugins``: list installed plugins; check that their components keep the contract."""
 
 from __future__ import annotations
 
@@ -28,14 +28,18 @@ def _table(records: list[PluginRecord]) -> str:
             rows.append(("", "", "", f"error: {record.error}"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  "
+        + row[3]
         for row in rows
     ).rstrip()
 
 
 @app.command("list")
 def list_plugins(
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array instead of a table.")
+    ] = False,
 ) -> None:
     """List installed plugins, their status and the components each provides.
 
@@ -69,16 +73,20 @@ def check_plugins(
     records = manager.plugin_records()
     wanted = set(names or ())
     components = [
-        c for r in records for c in r.components
-        if not wanted or wanted & {r.name, *c.names}
+        c for r in records for c in r.components if not wanted or wanted & {r.name, *c.names}
     ]
     broken = [r for r in records if r.error and (not wanted or r.name in wanted)]
     unknown = sorted(wanted - {r.name for r in records} - {n for c in components for n in c.names})
     results = [check_component(c) for c in components]
     if as_json:
         payload = [
-            {"plugin": r.component.plugin, "kind": r.component.kind.value, "name": r.component.name,
-             "ok": r.ok, "detail": r.detail}
+            {
+                "plugin": r.component.plugin,
+                "kind": r.component.kind.value,
+                "name": r.component.name,
+                "ok": r.ok,
+                "detail": r.detail,
+            }
             for r in results
         ]
         typer.echo(json.dumps(payload, indent=2))
@@ -94,7 +102,9 @@ def check_plugins(
     failed = [r for r in results if not r.ok]
     for result in failed:
         c = result.component
-        typer.echo(f"error: {c.kind.label} {c.name!r} ({c.plugin}) failed: {result.detail}", err=True)
+        typer.echo(
+            f"error: {c.kind.label} {c.name!r} ({c.plugin}) failed: {result.detail}", err=True
+        )
     if failed or broken or unknown:
         raise typer.Exit(1)
     if not results:

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 import rewardsql
 from rewardsql_example_reward import clause_overlap
 
@@ -32,4 +31,8 @@ def test_plugins_check_accepts_it():
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
-    assert (row["plugin"], row["name"], row["ok"]) == ("rewardsql-example-reward", "clause_overlap", True)
+    assert (row["plugin"], row["name"], row["ok"]) == (
+        "rewardsql-example-reward",
+        "clause_overlap",
+        True,
+    )

@@ -5,8 +5,25 @@ from __future__ import annotations
 import re
 from typing import Any
 
-CLAUSES = ("select", "distinct", "join", "where", "group by", "having", "order by", "limit",
-           "union", "intersect", "except", "with", "count", "sum", "avg", "min", "max")
+CLAUSES = (
+    "select",
+    "distinct",
+    "join",
+    "where",
+    "group by",
+    "having",
+    "order by",
+    "limit",
+    "union",
+    "intersect",
+    "except",
+    "with",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+)
 
 
 def _clauses(sql: str) -> set[str]:
@@ -15,7 +32,10 @@ def _clauses(sql: str) -> set[str]:
 
 
 def clause_overlap(
-    data_source: str, solution_str: str, ground_truth: str, extra_info: dict[str, Any] | None = None,
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Jaccard overlap of SQL clauses between response and gold, in [0, 1].

@@ -42,7 +42,7 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("plugin", PLUGINS)
+@nox.parametrize("plugin", PLUGINS, ids=PLUGINS)
 def plugin(session: nox.Session, plugin: str) -> None:
     """The core plus one plugin alone: the plugin must install and pass its tests by itself."""
     _install(session, "-e", ".[verl,test]", f"./plugins/{plugin}")

@@ -1,0 +1,69 @@
+"""Weighted GRPO: outcome GRPO whose advantage shrinks towards the worst response of the group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rewardsql_advantages._common import (
+    DEFAULT_EPSILON,
+    DEFAULT_WEIGHT_FACTOR,
+    EPSILON_KEY,
+    WEIGHT_FACTOR_KEY,
+    check_rewards,
+    config_value,
+    group_index,
+    group_stats,
+    pick_mask,
+    stat_dtype,
+)
+
+
+def compute_weighted_grpo_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor | None = None,
+    index: Any = None,
+    weight_factor: float | None = None,
+    epsilon: float | None = None,
+    config: Any = None,
+    *,
+    eos_mask: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO on the summed reward, scaled by a weight that grows with the score within its group.
+
+    s_i = sum_t R[i, t]; per group A_i = (s_i - mean) / (std + epsilon) * w_i with
+    w_i = wf + (1 - wf) * (s_i - min) / (max - min) (w_i = 1 when max == min), broadcast over
+    the response mask. Groups of one sample get zeros.
+
+    Args:
+        token_level_rewards: (B, T) float rewards.
+        response_mask: (B, T) mask of response tokens (``eos_mask`` is accepted too).
+        index: B group ids (numpy object array of uids, list, or tensor).
+        weight_factor: weight of the worst response; default ``config["weight_factor"]`` or 0.5.
+        epsilon: added to the std; default ``config["epsilon"]`` or 1e-6.
+        config: verl's algorithm config, a dict, or None.
+        **kwargs: anything else verl passes; ignored.
+
+    Returns:
+        ``(advantages, returns)``, the same (B, T) tensor twice, in the rewards' dtype and device.
+    """
+    del kwargs
+    rewards = check_rewards(token_level_rewards)
+    mask = pick_mask(response_mask, eos_mask, rewards)
+    eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
+    wf = config_value(config, WEIGHT_FACTOR_KEY, weight_factor, DEFAULT_WEIGHT_FACTOR)
+    groups = group_index(index, rewards.shape[0], rewards.device)
+    if rewards.numel() == 0:
+        empty = torch.zeros_like(rewards)
+        return empty, empty
+    with torch.no_grad():
+        scores = rewards.sum(dim=-1, dtype=stat_dtype(rewards.dtype))
+        stats = group_stats(scores, groups)
+        spread = stats.high - stats.low
+        weight = torch.where(spread > 0, wf + (1 - wf) * (scores - stats.low) / spread, 1.0)
+        scalar = torch.where(stats.size > 1, stats.centered / (stats.std + eps) * weight, 0.0)
+        out = torch.empty(rewards.shape, dtype=rewards.dtype, device=rewards.device)
+        torch.mul(scalar.unsqueeze(1), mask, out=out)
+        return out, out

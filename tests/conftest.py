@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import rewardsql
+from rewardsql import verl_bridge
 
 
 class FakeSite:
@@ -79,12 +80,13 @@ def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     verl's registries are process-global and refuse a second object under a taken name, so a
     test that registers fake components must not leak them into the next test.
     """
+    registries = _verl_registries()  # first: importing verl loads plugins through the bridge
+    saved = [dict(registry) for registry in registries]
     monkeypatch.delenv("REWARDSQL_PLUGINS", raising=False)
     rewardsql.reset_plugin_manager()
-    registries = _verl_registries()
-    saved = [dict(registry) for registry in registries]
     yield
     rewardsql.reset_plugin_manager()
+    verl_bridge._reported.clear()
     for registry, content in zip(registries, saved, strict=True):
         registry.clear()
         registry.update(content)

@@ -19,7 +19,7 @@ def test_estimator_is_called_exactly_as_verl_calls_it():
     seen = {}
 
     def estimator(token_level_rewards, response_mask, index, config, **kwargs):
-        seen.update(index=index, config=config, kwargs=kwargs)
+        seen.update(index=index, config=config, kwargs=kwargs, mask=response_mask)
         return torch.zeros_like(token_level_rewards), torch.zeros_like(token_level_rewards)
 
     result = check_component(_component(ComponentKind.ADVANTAGE_ESTIMATOR, estimator))
@@ -28,6 +28,7 @@ def test_estimator_is_called_exactly_as_verl_calls_it():
     assert isinstance(seen["index"][0], str)
     assert type(seen["config"]).__name__ == "AlgoConfig"  # verl's own config object
     assert seen["kwargs"] == {}
+    assert seen["mask"].dtype == torch.int64  # verl slices attention_mask
 
 
 def test_estimator_with_nan_fails():
@@ -88,8 +89,16 @@ class NeedsDbRoot(GoodManager):
     ("cls", "ok", "detail"),
     [
         (GoodManager, True, "scored 1, 1, 1 for 3 responses"),
-        (ShortTokens, False, "result 0: token_rewards must have one value per response token"),
-        (RaggedExtras, False, "every result of a batch must have the same extra keys"),
+        (
+            ShortTokens,
+            False,
+            "result 0: token_rewards must have one value per response token (8), got 1",
+        ),
+        (
+            RaggedExtras,
+            False,
+            "every result of a batch must have the same extra keys: ['k0'] vs ['k1'] (result 1)",
+        ),
         (NeedsDbRoot, False, "cannot be constructed with an empty config: KeyError: 'db_root'"),
     ],
 )

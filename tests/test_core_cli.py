@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
-import rewardsql
 from _core_helpers import BROKEN_PLUGIN, CONFLICT_PLUGIN, GOOD_PLUGIN
 
 FAKES = "good-plugin,broken-plugin,zz-conflict-plugin"
@@ -34,8 +35,9 @@ def test_plugins_list_json_records_are_exact(site):
         {
             "plugin": "good-plugin",
             "version": "1.2.3",
-            "status": "ok",
-            "error": None,
+            "status": "error",
+            "error": "reward function 'exact_match' is provided by two plugins: 'good-plugin' and "
+            "'zz-conflict-plugin'; uninstall one, or select plugins with REWARDSQL_PLUGINS.",
             "components": [
                 {"kind": "reward_function", "name": "exact_match", "aliases": ["em"]},
                 {"kind": "reward_manager", "name": "length_manager", "aliases": []},
@@ -67,7 +69,7 @@ def test_plugins_list_table_with_a_broken_plugin(site):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["PLUGIN", "VERSION", "STATUS", "COMPONENTS"]
     good = next(line for line in lines if line.startswith("good-plugin"))
-    assert good.split()[:5] == ["good-plugin", "1.2.3", "ok", "reward_function", "exact_match"]
+    assert good.split()[:5] == ["good-plugin", "1.2.3", "error", "reward_function", "exact_match"]
     assert "advantage_estimator double_adv (aliases: compute_double_advantage)" in result.stdout
     assert "error: cannot import 'fake_broken': RuntimeError: boom at import" in result.stdout
 
@@ -80,7 +82,9 @@ def test_no_plugins_installed(site):
 
 
 def test_plugins_check_passes_for_good_components(site):
-    result = site.run("-m", "rewardsql", "plugins", "check", "good-plugin", REWARDSQL_PLUGINS=FAKES)
+    result = site.run(
+        "-m", "rewardsql", "plugins", "check", "good-plugin", REWARDSQL_PLUGINS="good-plugin"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (
         "ok   advantage_estimator double_adv [good-plugin]: returned two finite 7x12"
@@ -137,14 +141,29 @@ def test_plugins_check_reports_a_broken_plugin_and_unknown_names(site):
         REWARDSQL_PLUGINS=FAKES,
     )
     assert result.returncode == 1
-    assert "plugin 'broken-plugin' did not load: cannot import 'fake_broken'" in result.stderr
+    assert "error: plugin 'broken-plugin': cannot import 'fake_broken'" in result.stderr
     assert "no plugin or component named 'nothing_here'" in result.stderr
 
 
 def test_version_help_and_usage_errors(site):
     version = site.run("-m", "rewardsql", "--version")
-    assert (version.returncode, version.stdout.strip()) == (0, f"rewardsql {rewardsql.__version__}")
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
+    assert (version.returncode, version.stdout.strip()) == (0, f"rewardsql {declared}")
     helptext = site.run("-m", "rewardsql", "--help")
     assert helptext.returncode == 0 and "plugins" in helptext.stdout
     wrong = site.run("-m", "rewardsql", "plugins", "lst")
     assert wrong.returncode == 2 and "No such command 'lst'" in wrong.stderr
+
+
+def test_a_command_module_that_fails_to_import_does_not_break_the_others():
+    from rewardsql.cli import build_app
+    from typer.testing import CliRunner
+
+    app = build_app(("plugins", "no_such_group"))
+    runner = CliRunner()
+    broken = runner.invoke(app, ["no-such-group", "--anything"])
+    assert broken.exit_code == 1
+    assert "the `no-such-group` command could not be loaded: ModuleNotFoundError" in broken.output
+    listing = runner.invoke(app, ["plugins", "list", "--json"])
+    assert listing.exit_code == 0 and listing.output.startswith("[")

@@ -84,3 +84,37 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
         (tmp / "model.bin").write_text("v2")
     assert (ckpt / "model.bin").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["global_step_1"]
+
+
+def test_unreadable_or_unknown_files(tmp_path):
+    (tmp_path / "c.toml").write_text("a = 1")
+    with pytest.raises(ConfigError, match=r"expected a \.yaml, \.yml or \.json file"):
+        load_config(tmp_path / "c.toml")
+    (tmp_path / "latin.yaml").write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin\.yaml: cannot read: 'utf-8' codec"):
+        load_config(tmp_path / "latin.yaml")
+
+
+def test_atomic_outputs_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.txt", "x")
+        with atomic_directory(tmp_path / "ckpt") as tmp:
+            (tmp / "a").write_text("1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+
+
+def test_atomic_directory_recovers_after_a_crash_between_renames(tmp_path):
+    ckpt = tmp_path / "global_step_2"
+    old = tmp_path / ".global_step_2.old"  # what a crash between the two renames leaves
+    old.mkdir()
+    (old / "model.bin").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_directory(ckpt):
+        raise RuntimeError("crash before the new one is complete")
+    assert (ckpt / "model.bin").read_text() == "v1"

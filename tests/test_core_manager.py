@@ -33,8 +33,8 @@ def test_broken_plugin_is_recorded_and_others_still_load(three, caplog):
         records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
     assert records["broken-plugin"].status == "error"
     assert "RuntimeError: boom at import" in records["broken-plugin"].error
-    assert records["good-plugin"].status == "ok"
     assert records["good-plugin"].version == "1.2.3"
+    assert rewardsql.get_reward_function("em")  # loaded despite the broken neighbour
     warnings = [r.getMessage() for r in caplog.records if "broken-plugin" in r.getMessage()]
     assert len(warnings) == 1, warnings  # logged once
     rewardsql.get_plugin_manager()  # cached: no second load, no second warning
@@ -45,12 +45,13 @@ def test_name_conflict_names_both_distributions(three):
     with pytest.raises(ComponentConflictError) as err:
         rewardsql.get_reward_function("exact_match")
     assert "'good-plugin'" in str(err.value) and "'zz-conflict-plugin'" in str(err.value)
-    record = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}[
-        "zz-conflict-plugin"
-    ]
-    assert record.status == "error" and "good-plugin" in record.error
-    # the rest of the conflicting plugin is still usable
+    records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+    for name in ("good-plugin", "zz-conflict-plugin"):  # both sides are marked
+        assert records[name].status == "error"
+        assert str(err.value) in records[name].error
+    # the rest of both plugins is still usable
     assert rewardsql.get_reward_function("always_one")("s", "x", "y") == 1.0
+    assert rewardsql.get_reward_function("em")("s", "x", "x") == {"score": 1.0}
 
 
 def test_unknown_name_lists_what_is_available(three):
@@ -232,3 +233,60 @@ def test_decorators_register_local_components(fake_site, monkeypatch):
 def test_decorator_validates_its_target():
     with pytest.raises(TypeError, match=r"subclass of rewardsql\.RewardManager"):
         rewardsql.register_reward_manager("m")(object)
+
+
+def test_one_module_named_by_two_entry_points(fake_site, monkeypatch):
+    fake_site.add("twice-plugin", "fake_twice", GOOD_PLUGIN)
+    info = next(fake_site.root.glob("twice_plugin-*.dist-info"))
+    (info / "entry_points.txt").write_text("[rewardsql]\nfirst = fake_twice\nsecond = fake_twice\n")
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "twice-plugin")
+    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    assert "already loaded by another entry point" in record.error
+    assert rewardsql.get_reward_function("em")  # the first entry point still counts
+
+
+def test_plugin_registering_with_a_decorator_at_import_time(fake_site, monkeypatch):
+    """A plugin module that calls back into rewardsql while it is being loaded."""
+    fake_site.add(
+        "eager-plugin",
+        "fake_eager",
+        """
+        import rewardsql
+
+        @rewardsql.register_reward_function("at_import")
+        def at_import(data_source, solution_str, ground_truth, extra_info=None):
+            return 1.0
+    """,
+    )
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "eager-plugin")
+    assert rewardsql.get_reward_function("at_import")("s", "x", "y") == 1.0
+
+
+def test_selection_is_normalised_and_unmatched_names_warned(fake_site, monkeypatch, caplog):
+    fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "Good_Plugin, no-such-plugin")
+    with caplog.at_level(logging.WARNING, logger="rewardsql"):
+        records = rewardsql.get_plugin_manager().plugin_records()
+    assert [r.name for r in records] == ["good-plugin"]
+    assert "REWARDSQL_PLUGINS names 'no-such-plugin', which matches no installed plugin" in (
+        caplog.text
+    )
+    with pytest.raises(UnknownComponentError, match=r"REWARDSQL_PLUGINS=Good_Plugin"):
+        rewardsql.get_reward_function("missing")
+
+
+def test_hook_without_arguments_is_accepted(fake_site, monkeypatch):
+    fake_site.add(
+        "quiet-plugin",
+        "fake_quiet",
+        """
+        import rewardsql
+
+        @rewardsql.hookimpl
+        def rewardsql_reward_functions():
+            pass
+    """,
+    )
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "quiet-plugin")
+    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    assert (record.status, record.components) == ("ok", [])

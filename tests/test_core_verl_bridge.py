@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import textwrap
+import time
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -23,12 +26,17 @@ from rewardsql.verl_bridge import (
 )
 
 
+@pytest.mark.slow
 def test_import_verl_registers_plugins_in_a_fresh_interpreter(fake_site):
     """Acceptance: no rewardsql import in user code; `import verl` is enough."""
     fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
     fake_site.add("broken-plugin", "fake_broken", BROKEN_PLUGIN)
     script = textwrap.dedent("""
+        import sys
         import verl
+        # registration waits for verl's own registry imports: `import verl` alone stays cheap
+        assert "verl.trainer.ppo.core_algos" not in sys.modules
+        assert "verl.experimental.reward_loop" not in sys.modules
         from verl.trainer.ppo.core_algos import get_adv_estimator_fn
         from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 
@@ -48,6 +56,37 @@ def test_import_verl_registers_plugins_in_a_fresh_interpreter(fake_site):
     assert "broken-plugin" in result.stderr and "boom at import" in result.stderr
 
 
+@pytest.mark.slow
+def test_plugin_that_imports_verl_while_loading(fake_site):
+    """rewardsql loads first; loading a plugin imports verl, whose hook calls back into us."""
+    fake_site.add(
+        "verl-user",
+        "fake_verl_user",
+        """
+        import rewardsql
+        from verl.trainer.ppo import core_algos  # noqa: F401
+
+        def my_adv_x(token_level_rewards, response_mask, **kwargs):
+            return token_level_rewards, token_level_rewards
+
+        @rewardsql.hookimpl
+        def rewardsql_advantage_estimators(register):
+            register("my_adv_x", my_adv_x)
+    """,
+    )
+    script = textwrap.dedent("""
+        import rewardsql
+        fn = rewardsql.get_advantage_estimator("my_adv_x")
+        from verl.trainer.ppo.core_algos import get_adv_estimator_fn
+        assert get_adv_estimator_fn("my_adv_x") is fn
+        print("OK")
+    """)
+    result = fake_site.run("-c", script, REWARDSQL_PLUGINS="verl-user")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"
+
+
+@pytest.mark.slow
 def test_local_decorator_after_verl_import_reaches_verl(fake_site):
     script = textwrap.dedent("""
         import verl
@@ -59,6 +98,12 @@ def test_local_decorator_after_verl_import_reaches_verl(fake_site):
             return token_level_rewards, token_level_rewards
 
         assert get_adv_estimator_fn("compute_script_est") is script_est
+
+        @rewardsql.register_advantage_estimator("script_est")  # a re-run notebook cell
+        def script_est_v2(token_level_rewards, response_mask, **kwargs):
+            return token_level_rewards, token_level_rewards
+
+        assert get_adv_estimator_fn("script_est") is script_est_v2
         print("OK")
     """)
     result = fake_site.run("-c", script, REWARDSQL_PLUGINS="none")
@@ -161,10 +206,18 @@ class RecordingManager(rewardsql.RewardManager):
     """Scores by response length; records every score_batch call (a real manager, no mock)."""
 
     batches: ClassVar[list[list[rewardsql.RewardRequest]]] = []
+    active = 0
+    max_active = 0
+    delay = 0.0
 
     def score_batch(self, requests):
-        type(self).batches.append(list(requests))
+        cls = type(self)
+        cls.active += 1
+        cls.max_active = max(cls.max_active, cls.active)
+        time.sleep(cls.delay)
+        cls.batches.append(list(requests))
         dense = self.config.get("dense", False)
+        cls.active -= 1
         return [
             rewardsql.RewardResult(
                 score=float(len(r.response_token_ids)),
@@ -173,6 +226,21 @@ class RecordingManager(rewardsql.RewardManager):
             )
             for r in requests
         ]
+
+
+@pytest.fixture
+def recording():
+    RecordingManager.batches, RecordingManager.max_active, RecordingManager.delay = [], 0, 0.0
+    return RecordingManager
+
+
+def _verl_config(**manager_settings):
+    return OmegaConf.create(
+        {
+            "reward": {"custom_reward_function": {"path": None}, "reward_model": {"enable": False}},
+            "rewardsql": {"reward_manager": manager_settings},
+        }
+    )
 
 
 def test_request_from_dataproto_decodes_one_sample(tokenizer):
@@ -186,42 +254,72 @@ def test_request_from_dataproto_decodes_one_sample(tokenizer):
     assert len(request.response_token_ids) == 1
 
 
-@pytest.mark.parametrize("dense", [False, True])
-def test_adapter_scores_a_chunk_with_one_batch_call(tokenizer, dense):
+def test_adapter_through_verls_reward_loop_worker(tokenizer, recording):
+    """verl's own RewardLoopWorker.compute_score_batch drives the adapter (no Ray needed)."""
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+
     adapter_cls = verl_reward_manager_class(RecordingManager)
     assert verl_reward_manager_class(RecordingManager) is adapter_cls  # cached
-    config = OmegaConf.create({"rewardsql": {"reward_manager": {"dense": dense}}})
-    adapter = adapter_cls(config=config, tokenizer=tokenizer, compute_score=None)
-    assert adapter.manager.config == {"dense": dense}
+    config = _verl_config(flag=1)
+    # verl hands its default dispatcher to every manager; ours must not see it
+    adapter = adapter_cls(config=config, tokenizer=tokenizer, compute_score=print)
+    assert adapter.manager.config == {"flag": 1}
+    assert adapter.manager.compute_score is None
+    worker = SimpleNamespace(config=config, reward_manager=adapter)
+    worker.compute_score = functools.partial(RewardLoopWorker.compute_score, worker)
     responses = ["SELECT name FROM singer WHERE age > 30", "SELECT name", "SELECT"]
     data = _batch(tokenizer, ["who"] * 3, responses)
-    RecordingManager.batches = []
 
-    async def verl_style():  # what RewardLoopWorker.compute_score_batch does
-        tasks = [asyncio.create_task(adapter.run_single(data[i : i + 1])) for i in range(len(data))]
-        return await asyncio.gather(*tasks)
+    outputs = asyncio.run(RewardLoopWorker.compute_score_batch(worker, data))
 
-    outputs = asyncio.run(verl_style())
-    assert len(RecordingManager.batches) == 1
-    assert [r.response for r in RecordingManager.batches[0]] == responses
-    assert [o["reward_extra_info"]["length"] for o in outputs] == [8, 2, 1]
-    scores = [o["reward_score"] for o in outputs]
-    rm = adapter_cls.assemble_rm_scores(data, scores)
-    assert rm.shape == (3, 8) and rm.dtype == torch.float32
-    if dense:
-        assert rm[0].tolist() == [0.5] * 8
-        assert rm[1].tolist() == [0.5, 0.5] + [0.0] * 6
-    else:
-        assert rm[0, 7] == 8 and rm[1, 1] == 2 and rm[2, 0] == 1
-        assert rm.count_nonzero() == 3
+    assert [len(b) for b in recording.batches] == [3]  # one score_batch for the chunk
+    assert [r.response for r in recording.batches[0]] == responses
+    assert [o["reward_score"] for o in outputs] == [8.0, 2.0, 1.0]
+    assert [o["reward_extra_info"] for o in outputs] == [{"length": n} for n in (8, 2, 1)]
+    rm = adapter_cls.assemble_rm_scores(data, [o["reward_score"] for o in outputs])
+    assert rm[0, 7] == 8 and rm[1, 1] == 2 and rm[2, 0] == 1 and rm.count_nonzero() == 3
 
 
-def test_adapter_propagates_a_manager_error_to_every_sample(tokenizer):
+def test_adapter_batches_staggered_arrivals_one_call_at_a_time(tokenizer, recording):
+    """The agent-loop path: samples arrive as rollouts finish, while scoring is in progress."""
+    recording.delay = 0.05
+    adapter = verl_reward_manager_class(RecordingManager)(_verl_config(), tokenizer, None)
+    data = _batch(tokenizer, ["who"] * 12, ["SELECT name"] * 12)
+
+    async def agent_loop():
+        async def arrive(i):
+            await asyncio.sleep(0.01 * i)
+            return await adapter.run_single(data[i : i + 1])
+
+        return await asyncio.gather(*(arrive(i) for i in range(12)))
+
+    outputs = asyncio.run(agent_loop())
+    assert [o["reward_score"] for o in outputs] == [2.0] * 12
+    sizes = [len(b) for b in recording.batches]
+    assert sum(sizes) == 12
+    assert recording.max_active == 1  # never two score_batch calls on one manager at once
+    assert max(sizes) > 1 and len(sizes) < 12  # later arrivals were batched
+
+
+@pytest.mark.parametrize(
+    ("manager", "message"),
+    [
+        ("dense", "returned token_rewards, but verl 0.9.1's reward loop takes one score"),
+        ("failing", "database pool is down"),
+        ("nan", "has a non-finite score nan"),
+    ],
+)
+def test_adapter_errors_reach_every_sample(tokenizer, recording, manager, message):
     class Failing(rewardsql.RewardManager):
         def score_batch(self, requests):
             raise RuntimeError("database pool is down")
 
-    adapter = verl_reward_manager_class(Failing)(OmegaConf.create({}), tokenizer, None)
+    class NotANumber(rewardsql.RewardManager):
+        def score_batch(self, requests):
+            return [rewardsql.RewardResult(float("nan")) for _ in requests]
+
+    cls = {"dense": RecordingManager, "failing": Failing, "nan": NotANumber}[manager]
+    adapter = verl_reward_manager_class(cls)(_verl_config(dense=True), tokenizer, None)
     data = _batch(tokenizer, ["who"] * 2, ["SELECT", "SELECT name"])
 
     async def run():
@@ -229,7 +327,7 @@ def test_adapter_propagates_a_manager_error_to_every_sample(tokenizer):
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     results = asyncio.run(run())
-    assert all(isinstance(r, RuntimeError) and "pool is down" in str(r) for r in results)
+    assert all(isinstance(r, Exception) and message in str(r) for r in results), results
 
 
 def test_manager_settings_reads_the_rewardsql_section():

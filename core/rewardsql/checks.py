@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardsql.components import Component, ComponentKind
-from rewardsql.rewards import RewardManager, RewardRequest, RewardResult, score_of
+from rewardsql.rewards import RewardManager, RewardRequest, score_of, validate_results
 
 CHECK_DB_ID = "rewardsql_check"
 CHECK_SQL = "SELECT name FROM singer WHERE age > 30"
@@ -93,7 +92,8 @@ def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path) -> str:
     generator = torch.Generator().manual_seed(0)
     batch, width = 7, 12
     lengths = torch.tensor([12, 9, 5, 12, 7, 3, 10])
-    mask = (torch.arange(width)[None, :] < lengths[:, None]).float()
+    # int64 like verl's response_mask (a slice of attention_mask)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
     rewards = torch.zeros(batch, width)
     rewards[torch.arange(batch), lengths - 1] = torch.rand(batch, generator=generator).round()
     rewards[:, 1] += torch.rand(batch, generator=generator) * 0.5  # a step reward
@@ -168,21 +168,10 @@ def _check_reward_manager(cls: type, db_root: Path) -> str:
         results = manager.score_batch(requests)
     finally:
         manager.close()
-    if not isinstance(results, list) or len(results) != len(requests):
-        raise CheckFailure(f"score_batch must return a list of {len(requests)} RewardResult")
-    keys = None
-    for i, result in enumerate(results):
-        if not isinstance(result, RewardResult):
-            raise CheckFailure(f"result {i} is a {type(result).__name__}, not a RewardResult")
-        if not math.isfinite(float(result.score)):
-            raise CheckFailure(f"result {i} has a non-finite score")
-        if result.token_rewards is not None and len(result.token_rewards) != len(
-            requests[i].response_token_ids
-        ):
-            raise CheckFailure(f"result {i}: token_rewards must have one value per response token")
-        if keys is not None and set(result.extra) != keys:
-            raise CheckFailure("every result of a batch must have the same extra keys")
-        keys = set(result.extra)
+    try:
+        validate_results(results, requests, source="score_batch")
+    except (TypeError, ValueError) as exc:
+        raise CheckFailure(str(exc).removeprefix("score_batch: ")) from None
     return "scored " + ", ".join(f"{r.score:g}" for r in results) + f" for {len(results)} responses"
 
 

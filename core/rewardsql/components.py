@@ -82,12 +82,15 @@ class PluginError(Exception):
 class UnknownComponentError(PluginError, LookupError):
     """No component of that kind goes by that name."""
 
-    def __init__(self, kind: ComponentKind, name: str, available: list[str]) -> None:
+    def __init__(
+        self, kind: ComponentKind, name: str, available: list[str], note: str = ""
+    ) -> None:
         self.kind, self.name, self.available = kind, name, available
         close = difflib.get_close_matches(name, available, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(available) if available else "none (is the plugin installed?)"
-        super().__init__(f"Unknown {kind.label} {name!r}.{hint} Available: {listing}.")
+        note = f" ({note})" if note else ""
+        super().__init__(f"Unknown {kind.label} {name!r}.{hint} Available: {listing}.{note}")
 
 
 class ComponentConflictError(PluginError):

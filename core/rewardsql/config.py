@@ -31,7 +31,12 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError("no such file" if not file.exists() else "not a file", source=file)
-    text = file.read_text(encoding="utf-8")
+    if file.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ConfigError("expected a .yaml, .yml or .json file", source=file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=file) from None
     try:
         data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: A
     if "b" not in mode:
         open_kwargs.setdefault("encoding", "utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report should read like any file
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
@@ -48,19 +49,30 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int | Non
         handle.write("\n")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp directory beside ``path``; on success it replaces ``path`` whole.
 
-    For checkpoints: a reader sees either the old directory or the complete new one.
+    For checkpoints: ``path`` holds either the old directory or the complete new one. Replacing
+    an existing directory takes two renames; should the process die between them, the old one
+    waits at ``.NAME.old`` and the next call for ``path`` puts it back first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
             os.replace(tmp, target)

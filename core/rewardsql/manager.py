@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -43,8 +45,10 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         super().__init__(PROJECT_NAME)
         self.add_hookspecs(RewardSQLSpecs)
         self.records: dict[str, PluginRecord] = {}
+        self.selection = "auto"
         self._index: dict[ComponentKind, dict[str, Component]] = {k: {} for k in ComponentKind}
         self._conflicts: dict[tuple[ComponentKind, str], ComponentConflictError] = {}
+        self._index_lock = threading.RLock()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -54,14 +58,19 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         ``selection`` is ``auto`` (all), ``none``, or a comma-separated list of entry-point or
         distribution names; by default it is read from ``REWARDSQL_PLUGINS``.
         """
-        selection = (selection or os.environ.get(PLUGINS_ENV) or "auto").strip()
-        if selection.lower() == "none":
+        self.selection = (selection or os.environ.get(PLUGINS_ENV) or "auto").strip()
+        if self.selection.lower() == "none":
             return
-        wanted = None if selection.lower() == "auto" else {s.strip() for s in selection.split(",")}
+        wanted = None
+        if self.selection.lower() != "auto":
+            wanted = {_normalize(s) for s in self.selection.split(",") if s.strip()}
+        matched: set[str] = set()
         for ep in _entry_points():
             dist_name = ep.dist.name if ep.dist else ep.name
-            if wanted is not None and not wanted & {ep.name, dist_name}:
+            names = {_normalize(ep.name), _normalize(dist_name)}
+            if wanted is not None and not wanted & names:
                 continue
+            matched |= names
             version = ep.dist.version if ep.dist else ""
             record = self.records.setdefault(dist_name, PluginRecord(dist_name, version))
             try:
@@ -70,13 +79,18 @@ class RewardSQLPluginManager(pluggy.PluginManager):
                 self._fail(record, f"cannot import {ep.value!r}: {type(exc).__name__}: {exc}")
                 continue
             self.add_plugin(plugin, record, plugin_id=f"{dist_name}:{ep.name}")
+        for name in sorted((wanted or set()) - matched):
+            logger.warning("%s names %r, which matches no installed plugin", PLUGINS_ENV, name)
 
     def add_plugin(self, plugin: object, record: PluginRecord, plugin_id: str) -> None:
         """Register one plugin object with pluggy, then collect and index its components."""
+        if self.is_registered(plugin):  # one module named by two entry points
+            self._fail(record, f"{plugin_id}: {plugin!r} is already loaded by another entry point")
+            return
         try:
             self.register(plugin, name=plugin_id)
             self.check_pending()
-        except pluggy.PluginValidationError as exc:
+        except (pluggy.PluginValidationError, ValueError) as exc:
             if self.is_registered(plugin):
                 self.unregister(plugin)
             self._fail(record, f"invalid plugin {plugin_id!r}: {exc}")
@@ -85,8 +99,12 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         try:
             for kind, hook_name in HOOK_OF_KIND.items():
                 for impl in getattr(self.hook, hook_name).get_hookimpls():
-                    if impl.plugin is plugin:
-                        impl.function(register=self._registrar(kind, record, collected))
+                    if impl.plugin is not plugin:
+                        continue
+                    if impl.hookwrapper or impl.wrapper:
+                        raise TypeError(f"{hook_name} must not be a hook wrapper")
+                    register = self._registrar(kind, record, collected)
+                    impl.function(**({"register": register} if impl.argnames else {}))
         except Exception as exc:  # a plugin's hook raised: keep none of its components
             self.unregister(plugin)
             self._fail(record, f"{plugin_id} failed while registering: {type(exc).__name__}: {exc}")
@@ -103,30 +121,43 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         return register
 
     def add_component(self, component: Component, record: PluginRecord) -> None:
-        """Index a component under its name and aliases; record a conflict instead of overwriting.
+        """Index a component under its name and aliases.
 
+        A component claiming a name another plugin already has is not indexed at all; the name
+        is recorded as a conflict (looking it up raises, naming both) and both plugins are marked.
         The local pseudo-plugin may replace its own components (re-running a notebook cell).
         """
-        index = self._index[component.kind]
-        for name in component.names:
-            other = index.get(name)
-            if other is None or (other.plugin == component.plugin == LOCAL_PLUGIN):
-                continue
-            conflict = ComponentConflictError(component.kind, name, other.plugin, component.plugin)
-            if component.plugin == LOCAL_PLUGIN:
-                raise conflict
-            self._conflicts[(component.kind, name)] = conflict
-            self._fail(record, str(conflict))
-        for name in component.names:
-            if (component.kind, name) not in self._conflicts:
-                index[name] = component
-        record.components = [
-            c
-            for c in record.components
-            if not (c.kind == component.kind and c.name == component.name)
-        ] + [component]
+        with self._index_lock:
+            index = self._index[component.kind]
+            clashes = [
+                index[name]
+                for name in component.names
+                if name in index and not (index[name].plugin == component.plugin == LOCAL_PLUGIN)
+            ]
+            if clashes and component.plugin == LOCAL_PLUGIN:
+                other = clashes[0]
+                shared = next(n for n in component.names if n in other.names)
+                raise ComponentConflictError(component.kind, shared, other.plugin, LOCAL_PLUGIN)
+            for other in clashes:
+                for name in set(component.names) & set(other.names):
+                    conflict = ComponentConflictError(
+                        component.kind, name, other.plugin, component.plugin
+                    )
+                    self._conflicts[(component.kind, name)] = conflict
+                    self._fail(record, str(conflict))
+                    self._fail(self.records[other.plugin], str(conflict))
+            if not clashes:
+                for name in component.names:
+                    index[name] = component
+            record.components = [
+                c
+                for c in record.components
+                if not (c.kind == component.kind and c.name == component.name)
+            ] + [component]
 
     def _fail(self, record: PluginRecord, message: str) -> None:
+        if record.error and message in record.error:
+            return
         record.error = f"{record.error}; {message}" if record.error else message
         logger.warning("rewardsql plugin %r: %s", record.name, message)
 
@@ -139,7 +170,16 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         try:
             return self._index[kind][name]
         except KeyError:
-            raise UnknownComponentError(kind, name, self.names(kind)) from None
+            raise UnknownComponentError(kind, name, self.names(kind), self._why_missing()) from None
+
+    def _why_missing(self) -> str:
+        broken = [r.name for r in self.plugin_records() if r.error]
+        notes = [f"plugins with errors: {', '.join(broken)} (see `rewardsql plugins list`)"] * bool(
+            broken
+        )
+        if self.selection.lower() != "auto":
+            notes.append(f"{PLUGINS_ENV}={self.selection}")
+        return "; ".join(notes)
 
     def names(self, kind: ComponentKind) -> list[str]:
         """Every name and alias of that kind, sorted."""
@@ -197,19 +237,36 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return [unique[key] for key in sorted(unique)]
 
 
+def _normalize(name: str) -> str:
+    """Distribution-name normalisation (PEP 503): ``My_Plugin`` matches ``my-plugin``."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
 _manager: RewardSQLPluginManager | None = None
 _lock = threading.RLock()
 
 
 def get_plugin_manager() -> RewardSQLPluginManager:
-    """The process-wide manager, loading entry points on first use."""
+    """The process-wide manager, loading entry points on first use.
+
+    While plugins load, a call from the same thread (a plugin that imports verl, or registers
+    with a decorator at import time) gets the manager being built; other threads wait.
+    """
     global _manager
     with _lock:
-        if _manager is None:
-            manager = RewardSQLPluginManager()
+        if _manager is not None:
+            return _manager
+        _manager = manager = RewardSQLPluginManager()
+        try:
             manager.load_entrypoints()
-            _manager = manager
-        return _manager
+        except BaseException:
+            _manager = None
+            raise
+    if "verl" in sys.modules:  # a plugin imported verl while loading: bring verl up to date
+        from rewardsql.verl_bridge import install_into_verl
+
+        install_into_verl()
+    return manager
 
 
 def reset_plugin_manager() -> None:

@@ -67,7 +67,10 @@ class RewardManager(ABC):
 
     @abstractmethod
     def score_batch(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
-        """Score every request; return one result per request, in input order."""
+        """Score every request; return one result per request, in input order.
+
+        Calls on one instance never overlap: the trainers call it from one thread at a time.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources (worker processes, connections). Safe to call twice."""
@@ -93,3 +96,36 @@ def score_of(value: Any, *, source: str = "reward function") -> float:
     if not math.isfinite(score):
         raise ValueError(f"{source} returned a non-finite score: {score}")
     return score
+
+
+def validate_results(
+    results: Any, requests: Sequence[RewardRequest], *, source: str = "reward manager"
+) -> list[RewardResult]:
+    """Check a ``score_batch`` answer against the contract; raise naming the point that fails."""
+    if not isinstance(results, list) or len(results) != len(requests):
+        got = len(results) if isinstance(results, list) else type(results).__name__
+        raise ValueError(
+            f"{source}: score_batch must return a list of {len(requests)} RewardResult, got {got}"
+        )
+    keys: set[str] | None = None
+    for i, (result, request) in enumerate(zip(results, requests, strict=True)):
+        if not isinstance(result, RewardResult):
+            raise TypeError(
+                f"{source}: result {i} is a {type(result).__name__}, not a RewardResult"
+            )
+        if not math.isfinite(float(result.score)):
+            raise ValueError(f"{source}: result {i} has a non-finite score {result.score}")
+        if result.token_rewards is not None and len(result.token_rewards) != len(
+            request.response_token_ids
+        ):
+            raise ValueError(
+                f"{source}: result {i}: token_rewards must have one value per response token "
+                f"({len(request.response_token_ids)}), got {len(result.token_rewards)}"
+            )
+        if keys is not None and set(result.extra) != keys:
+            raise ValueError(
+                f"{source}: every result of a batch must have the same extra keys: "
+                f"{sorted(keys)} vs {sorted(result.extra)} (result {i})"
+            )
+        keys = set(result.extra)
+    return results

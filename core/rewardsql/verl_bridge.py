@@ -4,24 +4,33 @@ verl imports every entry point of the group ``verl.plugins`` whenever a process 
 (driver, TaskRunner actor, reward workers); the core declares one (``rewardsql._verl_plugin``)
 that calls :func:`install_into_verl`. Advantage estimators go into ``core_algos`` under their name
 and aliases; reward managers are wrapped into verl reward-loop managers and registered under
-theirs. Idempotent, and it reports failures itself because verl swallows plugin errors.
+theirs. Registration waits until verl imports each registry itself, so a process that only needs
+``DataProto`` pays nothing for it. Idempotent, and it reports failures itself because verl
+swallows plugin errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import importlib.abc
+import importlib.machinery
 import logging
+import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 
 from rewardsql.components import Component, ComponentKind
-from rewardsql.manager import get_plugin_manager
-from rewardsql.rewards import RewardRequest, RewardResult
+from rewardsql.manager import LOCAL_PLUGIN, get_plugin_manager
+from rewardsql.rewards import RewardRequest, RewardResult, validate_results
 
 logger = logging.getLogger(__name__)
 
+ESTIMATOR_REGISTRY_MODULE = "verl.trainer.ppo.core_algos"
+MANAGER_REGISTRY_MODULE = "verl.experimental.reward_loop.reward_manager.registry"
 #: Where a verl config keeps the rewardsql reward manager's own settings.
 MANAGER_SETTINGS_KEY = ("rewardsql", "reward_manager")
 
@@ -32,33 +41,29 @@ class InstallReport:
 
     registered: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (who, error)
+    waiting: list[str] = field(default_factory=list)  # verl modules not imported yet
 
 
 _lock = threading.RLock()
 _adapters: dict[type, type] = {}
+_installed: dict[tuple[str, str], Any] = {}  # (registry module, name) -> what we put there
 _reported: set[tuple[str, str]] = set()
 
 
 def install_into_verl() -> InstallReport:
-    """Register every loaded rewardsql component into verl's registries (safe to call again)."""
+    """Register every loaded rewardsql component into verl's registries (safe to call again).
+
+    A registry module verl has not imported yet is handled when it is imported.
+    """
     report = InstallReport()
-    manager = get_plugin_manager()  # logs plugins that fail to load, once
     with _lock:
-        estimators = manager.components(ComponentKind.ADVANTAGE_ESTIMATOR)
-        if estimators:
-            from verl.trainer.ppo import core_algos
-
-            for component in estimators:
-                for name in component.names:
-                    _register(report, component, name, core_algos.register_adv_est, component.obj)
-        reward_managers = manager.components(ComponentKind.REWARD_MANAGER)
-        if reward_managers:
-            from verl.experimental.reward_loop.reward_manager import registry
-
-            for component in reward_managers:
-                adapter = verl_reward_manager_class(component.obj)
-                for name in component.names:
-                    _register(report, component, name, registry.register, adapter)
+        for module_name, install in _INSTALLERS.items():
+            module = sys.modules.get(module_name)
+            if module is not None:
+                install(module, report)
+            else:
+                report.waiting.append(module_name)
+                _RegistryImportHook.watch(module_name)
     for who, error in report.failed:
         if (who, error) not in _reported:  # once per process, however often this runs
             _reported.add((who, error))
@@ -66,18 +71,98 @@ def install_into_verl() -> InstallReport:
     return report
 
 
-def _register(
-    report: InstallReport, component: Component, name: str, register: Any, obj: Any
+def _install_estimators(core_algos: ModuleType, report: InstallReport) -> None:
+    for component in get_plugin_manager().components(ComponentKind.ADVANTAGE_ESTIMATOR):
+        _register_names(
+            report,
+            component,
+            component.obj,
+            core_algos.ADV_ESTIMATOR_REGISTRY,
+            core_algos.register_adv_est,
+            ESTIMATOR_REGISTRY_MODULE,
+        )
+
+
+def _install_managers(registry: ModuleType, report: InstallReport) -> None:
+    for component in get_plugin_manager().components(ComponentKind.REWARD_MANAGER):
+        adapter = verl_reward_manager_class(component.obj)
+        _register_names(
+            report,
+            component,
+            adapter,
+            registry.REWARD_MANAGER,
+            registry.register,
+            MANAGER_REGISTRY_MODULE,
+        )
+
+
+_INSTALLERS: dict[str, Callable[[ModuleType, InstallReport], None]] = {
+    ESTIMATOR_REGISTRY_MODULE: _install_estimators,
+    MANAGER_REGISTRY_MODULE: _install_managers,
+}
+
+
+def _register_names(
+    report: InstallReport,
+    component: Component,
+    obj: Any,
+    table: dict[str, Any],
+    register: Callable[[str], Callable[[Any], Any]],
+    module_name: str,
 ) -> None:
     manager = get_plugin_manager()
-    try:
-        if manager.get(component.kind, name) is not component:
-            return  # the name is an alias owned by another component, or in conflict
-        register(name)(obj)
-    except Exception as exc:  # verl refuses a taken name; a conflict; a broken object
-        report.failed.append((f"{component.plugin}:{name}", f"{type(exc).__name__}: {exc}"))
-        return
-    report.registered.append((component.kind.value, name))
+    for name in component.names:
+        try:
+            if manager.get(component.kind, name) is not component:
+                continue  # the alias belongs to another component
+            key = (module_name, name)
+            if component.plugin == LOCAL_PLUGIN and table.get(name) is _installed.get(key):
+                table.pop(name, None)  # a re-run notebook cell replaces what we put there
+            register(name)(obj)
+            _installed[key] = obj
+        except Exception as exc:  # verl refuses a taken name; a name in conflict
+            report.failed.append((f"{component.plugin}:{name}", f"{type(exc).__name__}: {exc}"))
+        else:
+            report.registered.append((component.kind.value, name))
+
+
+class _RegistryImportHook(importlib.abc.MetaPathFinder):
+    """Runs the installer for a verl registry module right after verl imports it."""
+
+    _watched: ClassVar[set[str]] = set()
+    _instance: ClassVar[_RegistryImportHook | None] = None
+
+    @classmethod
+    def watch(cls, module_name: str) -> None:
+        cls._watched.add(module_name)
+        if cls._instance is None:
+            cls._instance = cls()
+            sys.meta_path.insert(0, cls._instance)
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in self._watched:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _InstallAfterExec(spec.loader, fullname)
+        return spec
+
+
+class _InstallAfterExec(importlib.abc.Loader):
+    def __init__(self, loader: Any, module_name: str) -> None:
+        self.loader, self.module_name = loader, module_name
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        _RegistryImportHook._watched.discard(self.module_name)
+        try:
+            install_into_verl()
+        except Exception as exc:  # never break verl's own import
+            logger.warning("rewardsql could not register into %s: %s", self.module_name, exc)
 
 
 # -- reward managers ---------------------------------------------------------------------------
@@ -98,6 +183,19 @@ def manager_settings(config: Any) -> dict[str, Any]:
     except ImportError:  # omegaconf comes with verl; without it the settings are a plain dict
         pass
     return dict(node)
+
+
+def user_reward_function(config: Any, compute_score: Any) -> Any:
+    """The reward function the user chose, or None.
+
+    verl hands every manager its default dispatcher when the user chose none; a rewardsql manager
+    must see None then, not a function that fails on unknown data sources.
+    """
+    try:
+        path = config["reward"]["custom_reward_function"]["path"]
+    except (KeyError, TypeError):
+        path = None
+    return compute_score if path else None
 
 
 def request_from_dataproto(data: Any, tokenizer: Any) -> RewardRequest:
@@ -123,29 +221,14 @@ def request_from_dataproto(data: Any, tokenizer: Any) -> RewardRequest:
     )
 
 
-def token_reward_tensor(scores: Sequence[Any], response_lengths: Sequence[int], width: int) -> Any:
-    """The (B, width) float32 reward tensor: a float goes on the last valid token; a sequence of
-    per-token rewards is laid over the valid tokens."""
-    import torch
-
-    out = torch.zeros(len(scores), width, dtype=torch.float32)
-    for row, (score, length) in enumerate(zip(scores, response_lengths, strict=True)):
-        length = int(length)
-        if length <= 0:
-            continue
-        if isinstance(score, (list, tuple)):
-            values = torch.as_tensor(score[:length], dtype=torch.float32)
-            out[row, : values.numel()] = values
-        else:
-            out[row, length - 1] = float(score)
-    return out
-
-
 def verl_reward_manager_class(manager_cls: type) -> type:
     """A verl reward-loop manager class wrapping a :class:`rewardsql.RewardManager` subclass.
 
-    verl calls ``run_single`` once per sample, concurrently, for a whole chunk of the batch; the
-    wrapper gathers the requests of one event-loop tick and scores them with one ``score_batch``.
+    verl calls ``run_single`` once per sample: for a whole chunk at once (reward-model path) or
+    as each rollout finishes (agent-loop path). The wrapper batches continuously: requests that
+    arrive while a ``score_batch`` call runs form the next batch; one call runs at a time.
+    verl 0.9.1 takes one score per sample, so dense ``token_rewards`` are refused with a clear
+    error (the local engine supports them).
     """
     with _lock:
         if manager_cls in _adapters:
@@ -158,50 +241,54 @@ def verl_reward_manager_class(manager_cls: type) -> type:
             def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, **_: Any):
                 super().__init__(config, tokenizer, compute_score)
                 self.manager = manager_cls(
-                    manager_settings(config), tokenizer=tokenizer, compute_score=compute_score
+                    manager_settings(config),
+                    tokenizer=tokenizer,
+                    compute_score=user_reward_function(config, compute_score),
                 )
                 self._pending: list[tuple[RewardRequest, asyncio.Future]] = []
+                self._drainer: asyncio.Task | None = None
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"rewardsql-{manager_cls.__name__}"
+                )
 
             async def run_single(self, data: Any) -> dict[str, Any]:
                 request = request_from_dataproto(data, self.tokenizer)
-                loop = asyncio.get_running_loop()
-                future = loop.create_future()
+                future = asyncio.get_running_loop().create_future()
                 self._pending.append((request, future))
-                if len(self._pending) == 1:  # runs after every sample queued in this tick
-                    loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
+                if self._drainer is None or self._drainer.done():
+                    self._drainer = asyncio.get_running_loop().create_task(self._drain())
                 result: RewardResult = await future
-                score = result.score if result.token_rewards is None else list(result.token_rewards)
-                return {"reward_score": score, "reward_extra_info": dict(result.extra)}
+                return {"reward_score": result.score, "reward_extra_info": dict(result.extra)}
 
-            async def _flush(self) -> None:
-                batch, self._pending = self._pending, []
-                requests = [request for request, _ in batch]
-                try:
-                    results = await asyncio.get_running_loop().run_in_executor(
-                        None, self.manager.score_batch, requests
-                    )
-                    if len(results) != len(batch):
-                        raise RuntimeError(
-                            f"{manager_cls.__name__}.score_batch returned {len(results)} results "
-                            f"for {len(batch)} requests"
-                        )
-                except Exception as exc:
-                    for _, future in batch:
+            async def _drain(self) -> None:
+                await asyncio.sleep(0)  # let every sample of this tick queue up first
+                loop = asyncio.get_running_loop()
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    requests = [request for request, _ in batch]
+                    try:
+                        results = await loop.run_in_executor(self._executor, self._score, requests)
+                    except Exception as exc:
+                        for _, future in batch:
+                            if not future.done():
+                                future.set_exception(exc)
+                        continue
+                    for (_, future), result in zip(batch, results, strict=True):
                         if not future.done():
-                            future.set_exception(exc)
-                    return
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                            future.set_result(result)
 
-            @classmethod
-            def assemble_rm_scores(cls, data: Any, scores: list[Any]) -> Any:
-                prompt_length = data.batch["prompts"].size(1)
-                lengths = data.batch["attention_mask"][:, prompt_length:].sum(dim=1).tolist()
-                width = data.batch["responses"].size(1)
-                return token_reward_tensor(scores, lengths, width).to(
-                    data.batch["responses"].device
+            def _score(self, requests: list[RewardRequest]) -> list[RewardResult]:
+                source = f"reward manager {manager_cls.__name__}"
+                results = validate_results(
+                    self.manager.score_batch(requests), requests, source=source
                 )
+                if any(r.token_rewards is not None for r in results):
+                    raise ValueError(
+                        f"{source} returned token_rewards, but verl 0.9.1's reward loop takes one "
+                        "score per sample; configure it for sequence-level scores (for "
+                        "sql_verifier: placement last_token) or use `--engine local`"
+                    )
+                return results
 
         VerlRewardManager.__name__ = VerlRewardManager.__qualname__ = f"Verl{manager_cls.__name__}"
         VerlRewardManager.__module__ = __name__

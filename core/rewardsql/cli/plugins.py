@@ -96,7 +96,7 @@ def check_plugins(
             mark = "ok  " if result.ok else "FAIL"
             typer.echo(f"{mark} {c.kind.value} {c.name} [{c.plugin}]: {result.detail}")
     for record in broken:
-        typer.echo(f"error: plugin {record.name!r} did not load: {record.error}", err=True)
+        typer.echo(f"error: plugin {record.name!r}: {record.error}", err=True)
     for name in unknown:
         typer.echo(f"error: no plugin or component named {name!r}", err=True)
     failed = [r for r in results if not r.ok]

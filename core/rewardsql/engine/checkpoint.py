@@ -1,0 +1,114 @@
+"""Checkpoints: model, optimizer, scheduler, RNG states, step and data position, written whole.
+
+Layout, under ``<output_dir>/checkpoints``: ``global_step_<k>/`` with ``model/`` (Hugging Face
+format), ``optimizer.pt``, ``scheduler.pt``, ``rng.pt`` and ``trainer_state.json``; and
+``latest_checkpointed_iteration.txt`` (verl's name) holding the newest step. Each checkpoint
+directory is built beside its final name and renamed into place, so an interrupted save leaves
+the previous checkpoints intact and never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rewardsql.io import atomic_directory, atomic_write_json, atomic_write_text
+
+LATEST = "latest_checkpointed_iteration.txt"
+_STEP_DIR = re.compile(r"^global_step_(\d+)$")
+
+
+@dataclass
+class TrainerState:
+    """Where training stands after ``global_step`` optimizer steps."""
+
+    global_step: int
+    epoch: int
+    batch_in_epoch: int
+    dev_history: list[list[float]]
+
+
+def rng_state(engine_rng: np.random.Generator) -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "engine": engine_rng.bit_generator.state,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], engine_rng: np.random.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    engine_rng.bit_generator.state = state["engine"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(root: Path, state: TrainerState, *, model: Any, tokenizer: Any,
+                    optimizer: torch.optim.Optimizer, scheduler: Any,
+                    engine_rng: np.random.Generator, keep: int | None) -> Path:
+    """Write ``root/global_step_<k>`` atomically, then point ``latest`` at it."""
+    target = root / f"global_step_{state.global_step}"
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "model")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(engine_rng), tmp / "rng.pt")
+        atomic_write_json(tmp / "trainer_state.json", state.__dict__)
+    atomic_write_text(root / LATEST, f"{state.global_step}\n")
+    if keep:
+        for old in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _STEP_DIR.match(child.name)
+        if match and (child / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint (``latest`` file first, else the highest step)."""
+    marker = root / LATEST
+    if marker.is_file():
+        step = marker.read_text(encoding="utf-8").strip()
+        candidate = root / f"global_step_{step}"
+        if (candidate / "trainer_state.json").is_file():
+            return candidate
+    checkpoints = list_checkpoints(root)
+    return checkpoints[-1] if checkpoints else None
+
+
+def load_state(path: Path) -> TrainerState:
+    data = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    return TrainerState(**data)
+
+
+def load_training_state(path: Path, *, optimizer: torch.optim.Optimizer, scheduler: Any,
+                        engine_rng: np.random.Generator) -> TrainerState:
+    """Restore optimizer, scheduler and RNG states from ``path``; return its trainer state."""
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    restore_rng(torch.load(path / "rng.pt", weights_only=False), engine_rng)
+    return load_state(path)

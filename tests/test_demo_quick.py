@@ -1,0 +1,55 @@
+"""``rewardsql demo --quick`` end to end, as a user runs it: a subprocess, real everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPORT_KEYS = {"sft", "grpo", "improvement", "timings", "settings", "environment"}
+
+
+def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rewardsql", "demo", "--quick", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dev accuracy after GRPO" in proc.stdout
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) >= REPORT_KEYS
+    for stage in ("sft", "grpo"):
+        assert 0.0 <= report[stage]["dev_accuracy"] <= 1.0
+    assert report["improvement"] == pytest.approx(
+        report["grpo"]["dev_accuracy"] - report["sft"]["dev_accuracy"])
+    assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s", "total_s"}
+    assert report["settings"]["quick"] is True
+    assert report["settings"]["grpo"]["algorithm"]["adv_estimator"] == "grpo_weighted"
+    history = report["grpo"]["dev_history"]
+    assert history[0][0] == 0 and history[-1][0] == report["grpo"]["steps"] > 0
+    # the GRPO run's own files
+    steps = [json.loads(x) for x in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(1, report["grpo"]["steps"] + 1))
+
+    png = out / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    assert not list(out.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_demo_without_output_dir_is_a_usage_error():
+    proc = subprocess.run([sys.executable, "-m", "rewardsql", "demo", "--quick"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "--output-dir" in proc.stderr

@@ -1,0 +1,136 @@
+"""The local GRPO engine end to end: real example data, a real tiny model, the real SQL verifier
+and the real advantage plugin; checkpoints and resume; metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from _engine_helpers import build_fixture, engine_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # The tiny model's matrices are small: one thread is several times faster on shared cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory, one_thread):
+    return build_fixture(tmp_path_factory.mktemp("engine"))
+
+
+@pytest.fixture(scope="module")
+def first_run(fixture, tmp_path_factory):
+    from rewardsql.engine.local import run_local
+
+    out = tmp_path_factory.mktemp("run")
+    result = run_local(engine_config(fixture), out)
+    return result, out
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_trains_with_the_real_plugins(first_run):
+    result, out = first_run
+    assert result.global_step == 2 and result.total_steps == 2
+    records = _records(out)
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        assert math.isfinite(record["actor/loss"]) and math.isfinite(record["actor/pg_loss"])
+        assert math.isfinite(record["actor/kl_loss"]) and record["actor/entropy"] > 0
+        # 2 prompts x 6 responses, each with exactly one verifier status
+        assert sum(v for k, v in record.items() if k.startswith("status/")) == 12
+        assert 0.0 <= record["accuracy"] <= 1.0
+    # the partly trained policy answers some samples right and some wrong: within-group variance
+    assert max(r["reward/groups_with_variance"] for r in records) > 0
+    assert any(r["advantage/std"] > 0 for r in records)
+    # the model moved, the final model is loadable
+    from transformers import AutoModelForCausalLM
+
+    final = AutoModelForCausalLM.from_pretrained(result.final_model_dir)
+    assert final.config.model_type == "qwen2"
+    # dev accuracy at the end (test_freq -1 still evaluates the last step)
+    assert [s for s, _ in result.dev_history] == [2]
+    assert json.loads((out / "dev.jsonl").read_text().splitlines()[-1])["dev/count"] == 4
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_metrics_have_the_documented_keys(first_run):
+    from rewardsql.engine.metrics import STEP_KEYS
+
+    _, out = first_run
+    for record in _records(out):
+        assert set(STEP_KEYS) <= set(record)
+        extra = set(record) - set(STEP_KEYS)
+        assert extra and all(k.startswith("status/") for k in extra)
+        assert record["perf/tokens_per_s"] > 0
+        assert 0 < record["response_length/mean"] <= 40
+
+
+def test_checkpoint_resumes_to_the_same_step_and_optimizer_state(first_run, fixture, tmp_path):
+    from rewardsql.engine import checkpoint as ckpt
+    from rewardsql.engine.local import run_local
+
+    _, out = first_run
+    root = out / "checkpoints"
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["global_step_1", "global_step_2"]
+    assert ckpt.latest_checkpoint(root).name == "global_step_2"
+    # a second run that was interrupted after step 1: only that checkpoint exists
+    resumed_out = tmp_path / "resumed"
+    shutil.copytree(root / "global_step_1", resumed_out / "checkpoints" / "global_step_1")
+    (resumed_out / "metrics.jsonl").write_text(
+        (out / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+
+    # the optimizer state it restores is the one saved at step 1: two mini-batches per step
+    saved = torch.load(root / "global_step_1" / "optimizer.pt", weights_only=False)
+    assert saved["state"] and all(s["step"].item() == 2 for s in saved["state"].values())
+
+    resumed = run_local(engine_config(fixture), resumed_out)
+    assert resumed.resumed_from == resumed_out / "checkpoints" / "global_step_1"
+    assert resumed.global_step == 2
+    # deterministic on CPU: step 2 after resuming equals step 2 of the uninterrupted run
+    first, again = _records(out), _records(resumed_out)
+    assert [r["step"] for r in again] == [1, 2]
+    for key in ("reward/mean", "actor/loss", "actor/kl_loss", "advantage/std"):
+        assert again[1][key] == pytest.approx(first[1][key], rel=1e-5, abs=1e-7), key
+    a = torch.load(root / "global_step_2" / "optimizer.pt", weights_only=False)
+    b = torch.load(resumed_out / "checkpoints" / "global_step_2" / "optimizer.pt",
+                   weights_only=False)
+    for key, state in a["state"].items():
+        assert b["state"][key]["step"].item() == state["step"].item() == 4
+        torch.testing.assert_close(b["state"][key]["exp_avg"], state["exp_avg"])
+        torch.testing.assert_close(b["state"][key]["exp_avg_sq"], state["exp_avg_sq"])
+    from safetensors.torch import load_file
+
+    wa = load_file(root / "global_step_2" / "model" / "model.safetensors")
+    wb = load_file(resumed_out / "checkpoints" / "global_step_2" / "model" / "model.safetensors")
+    for name, tensor in wa.items():
+        torch.testing.assert_close(wb[name], tensor)
+
+
+def test_resume_disable_starts_afresh(first_run, fixture, tmp_path):
+    from rewardsql.engine import checkpoint as ckpt
+
+    _, out = first_run
+    # a finished run resumed with 'auto' has nothing left to do and keeps its metrics
+    from rewardsql.engine.local import run_local
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    again = run_local(engine_config(fixture), copy)
+    assert again.resumed_from == copy / "checkpoints" / "global_step_2"
+    assert again.global_step == 2
+    assert len(_records(copy)) == 2
+    assert ckpt.load_state(again.resumed_from).global_step == 2

@@ -35,7 +35,8 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per query.")] = 30.0,
     workers: Annotated[int | None, typer.Option(
-        "--workers", help="Worker processes (default: CPU count).")] = None,
+        "--workers",
+        help="Worker processes (default: $REWARDSQL_SQL_WORKERS, else the CPU count).")] = None,
 ) -> None:
     """Execution accuracy of a text-to-SQL prediction file against gold SQL."""
     try:

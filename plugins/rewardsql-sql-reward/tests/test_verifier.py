@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from _sqlreward_helpers import make_concert_db
-from rewardsql_sql_reward import SQLVerifier
+from rewardsql_sql_reward import SQLVerifier, shared_verifier
+from rewardsql_sql_reward.verifier import WORKERS_ENV
 
 OLDER = "SELECT name FROM singer WHERE age > 30"
 RUNAWAY = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"
@@ -133,6 +134,74 @@ def test_runaway_query_costs_its_timeout_and_delays_nothing_else(db_root: Path) 
     assert verdicts[0].status == "timeout"
     assert all(verdict.status in ("ok", "wrong") for verdict in verdicts[1:])
     assert elapsed < 1.0 + 1.0
+
+
+FAST = [f"SELECT name FROM singer WHERE age > {20 + i % 40} AND {i} = {i}" for i in range(300)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("workers", "position"), [(2, 0), (3, 150)])
+def test_no_task_waits_behind_a_runaway_query(db_root: Path, workers: int, position: int) -> None:
+    # Each fast pair's verdict is ready when its last query's first answer reaches the parent:
+    # the pool's trace records that moment. A task sent to the runaway's worker would, without
+    # re-dispatch, be answered only after the runaway's 2 s timeout.
+    timeout = 2.0
+    items = [("concert", sql, OLDER) for sql in FAST]
+    items.insert(position, ("concert", RUNAWAY, OLDER))
+    with SQLVerifier(db_root, workers=workers, timeout=timeout) as v:
+        v.start()
+        v.pool.trace = trace = []
+        start = time.monotonic()
+        verdicts = v.verify_batch(items)
+        elapsed = time.monotonic() - start
+        # The tasks behind the runaway ran elsewhere; its worker skipped its copies of them.
+        assert v.pool.duplicates >= 1 and v.pool.withdrawn == v.pool.duplicates
+    assert verdicts[position].status == "timeout"
+    assert all(verdict.status in ("ok", "wrong") for i, verdict in enumerate(verdicts)
+               if i != position)
+    done = {task.sql: at - start for task, _outcome, at in trace}
+    assert len(done) == len(FAST) + 2  # every query once, the gold included
+    latencies = [max(done[sql], done[OLDER]) for sql in FAST]
+    assert max(latencies) < timeout / 4, sorted(latencies)[-5:]
+    assert timeout - 0.1 < elapsed < timeout + 1.0
+
+
+def test_two_runaways_side_by_side_cost_one_timeout(db_root: Path) -> None:
+    # The second runaway waits behind the first, is re-dispatched, and its first answer wins;
+    # the worker still running the duplicate is replaced instead of being waited for.
+    timeout = 1.0
+    twin = RUNAWAY.replace("count(*)", "max(i)")
+    items = [("concert", RUNAWAY, OLDER), ("concert", twin, OLDER)]
+    items += [("concert", sql, OLDER) for sql in FAST[:40]]
+    with SQLVerifier(db_root, workers=3, timeout=timeout) as v:
+        v.start()
+        start = time.monotonic()
+        verdicts = v.verify_batch(items)
+        elapsed = time.monotonic() - start
+        assert v.pool.duplicates >= 1
+        assert v.compare("concert", OLDER, OLDER).status == "ok"  # the pool serves on
+    assert [verdict.status for verdict in verdicts[:2]] == ["timeout", "timeout"]
+    assert elapsed < timeout + 0.8
+
+
+def test_worker_count_comes_from_the_environment(db_root: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    with SQLVerifier(db_root) as v:
+        v.start()
+        assert v.workers == 1 and len(v.pool.pids()) == 1
+    assert SQLVerifier(db_root, workers=2).workers == 2  # an explicit count wins
+    shared = shared_verifier(timeout=4.25)  # the reward function's kind, created now
+    try:
+        assert shared.workers == 1
+    finally:
+        shared.close()
+    for bad in ("0", "many", "-3"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match=f"{WORKERS_ENV}.*{bad}"):
+            SQLVerifier(db_root)
+    monkeypatch.delenv(WORKERS_ENV)
+    assert SQLVerifier(db_root).workers == (len(os.sched_getaffinity(0)))
 
 
 def test_crashed_worker_is_an_infra_error_and_is_replaced(db_root: Path) -> None:

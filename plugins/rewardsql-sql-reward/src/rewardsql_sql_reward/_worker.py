@@ -3,8 +3,10 @@
 The verifier starts this file as a script in a fresh interpreter (``python -I -S _worker.py FD
 SETTINGS_JSON``), so nothing of the parent (torch, threads, its ``__main__``) is inherited or
 re-imported. It talks to the parent over one ``multiprocessing`` connection: it sends
-``("ready", pid)`` once, then receives lists of task tuples and answers each task, as it
-finishes, with ``(status, payload, error, seconds, rows)``; ``None`` or end-of-file ends it.
+``("ready", pid)`` once, then receives lists of ``(task id, *task)`` tuples and answers each task
+in order, as it finishes, with ``(status, payload, error, seconds, rows)``. ``("skip", task id)``
+says that task was answered elsewhere: if it has not started, it is answered ``"skipped"``
+without running. ``None`` or end-of-file ends it.
 
 Safety layers, from the outside in: process limits (address space, file size, no core files), a
 SQLite heap limit, read-only open plus ``PRAGMA query_only``, per-connection length/depth limits,
@@ -20,11 +22,12 @@ import json
 import math
 import os
 import resource
+import select
 import signal
 import sqlite3
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -260,15 +263,33 @@ def main(argv: list[str]) -> int:
     _set_process_limits(settings)
     executor = Executor(settings)
     conn.send(("ready", os.getpid()))
+    pending: deque[tuple] = deque()  # tasks received, not started
+    skipped: set[int] = set()
+    # A poll object made once: Connection.poll() builds a selector per call, which costs more
+    # than a fast query.
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
     while True:
         try:
-            task = conn.recv()  # a list of task tuples, or None
+            # Block only when idle; otherwise take in what has arrived (a skip notice must be
+            # seen before the task it names starts).
+            while not pending or poller.poll(0):
+                message = conn.recv()
+                if message is None:
+                    return 0
+                if isinstance(message, tuple):  # ("skip", task id)
+                    skipped.add(message[1])
+                else:
+                    pending.extend(message)
+            task_id, *task = pending.popleft()
+            if task_id in skipped:
+                conn.send(("skipped", None, None, 0.0, 0))
+            else:
+                conn.send(executor.run(tuple(task)))
+            if not pending:  # notices for tasks already done can no longer apply
+                skipped.clear()
         except (EOFError, OSError):  # the parent went away
             return 0
-        if task is None:
-            return 0
-        for one in task:  # a chunk of tasks; one result message per task, as each finishes
-            conn.send(executor.run(one))
 
 
 if __name__ == "__main__":

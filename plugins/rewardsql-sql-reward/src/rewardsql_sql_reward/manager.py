@@ -63,9 +63,10 @@ class SQLVerifierManager(RewardManager):
 
     Config keys (unknown keys are a ``ConfigError``): ``db_root`` (None: each sample's
     ``extra_info["db_root"]``, else ``$REWARDSQL_DB_ROOT``), ``mode`` (``bird``), ``timeout``
-    (30.0 s per query), ``workers`` (None: CPU count), ``placement`` (``last_token``: the score
-    sits on the last response token; ``all_tokens``: on every response token, the published
-    behaviour when a PRM weight is set), ``max_infra_error_fraction`` (0.05), ``max_rows``.
+    (30.0 s per query), ``workers`` (None: ``$REWARDSQL_SQL_WORKERS``, else CPU count),
+    ``placement`` (``last_token``: the score sits on the last response token; ``all_tokens``: on
+    every response token, the published behaviour when a PRM weight is set),
+    ``max_infra_error_fraction`` (0.05), ``max_rows``.
 
     ``extra`` has, for every sample: ``acc`` (the score), ``status``, ``sql_seconds`` and a 0/1
     ``status_<name>`` for each status, so their sums are the batch's counts. A batch whose

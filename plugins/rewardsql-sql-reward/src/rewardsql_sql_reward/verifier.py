@@ -19,6 +19,11 @@ STATUSES: tuple[str, ...] = ("ok", "wrong", "error", "timeout", "too_large", "in
 #: Comparison modes; see :meth:`SQLVerifier.compare`.
 MODES: tuple[str, ...] = ("bird", "multiset", "ordered")
 
+#: Environment variable: the number of worker processes of every verifier created with
+#: ``workers=None`` (the reward function's shared verifier in each process, the ``sql_verifier``
+#: manager and ``rewardsql sql score`` by default). Unset: the CPUs this process may use.
+WORKERS_ENV = "REWARDSQL_SQL_WORKERS"
+
 #: A database: a db_id resolved against ``db_root``, or an explicit path (``pathlib.Path``).
 DatabaseRef = Union[str, os.PathLike]  # noqa: UP007 (a runtime alias on Python 3.10)
 #: ``db_root`` forms: a directory laid out as ``<db_root>/<db_id>/<db_id>.sqlite``, an explicit
@@ -78,6 +83,21 @@ def digest_kind(mode: str, gold: str) -> str:
     return "ordered" if has_top_level_order_by(gold) else "multiset"
 
 
+def configured_workers() -> int:
+    """Workers for ``workers=None``: ``$REWARDSQL_SQL_WORKERS`` if set, else the CPU count."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return default_workers()
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"environment variable {WORKERS_ENV} must be a positive integer, "
+                         f"got {raw!r}")
+    return count
+
+
 def _check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown comparison mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -92,7 +112,9 @@ class SQLVerifier:
             mapping, or None when every database is passed as a ``pathlib.Path``.
         timeout: seconds per query (pred and gold each), enforced inside SQLite and, past
             ``timeout + 0.5 s``, by killing and replacing the worker.
-        workers: worker processes (default: the CPUs this process may use). Started on first use.
+        workers: worker processes, started on first use. None: ``$REWARDSQL_SQL_WORKERS`` if
+            set, else the CPUs this process may use. Each may use up to about
+            ``heap_limit_mb + 100`` MB.
         max_rows: a result with more rows is ``too_large``.
         mode: default comparison mode: ``bird`` (sets of rows equal), ``multiset`` (bags of rows
             equal), ``ordered`` (lists equal when the gold SQL has a top-level ORDER BY, else bags).
@@ -127,7 +149,7 @@ class SQLVerifier:
         self.timeout = float(timeout)
         self.max_rows = int(max_rows)
         self.mode = _check_mode(mode)
-        self.workers = int(workers) if workers is not None else default_workers()
+        self.workers = int(workers) if workers is not None else configured_workers()
         settings = {
             "heap_limit_bytes": heap_limit_mb * 2**20,
             "address_space_bytes": memory_limit_mb * 2**20 if memory_limit_mb else None,

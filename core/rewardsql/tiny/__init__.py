@@ -1,0 +1,11 @@
+"""The bundled example: a deterministic text-to-SQL data set and a tiny model built locally.
+
+``build_example`` writes SQLite databases, Spider-format questions with Chain-of-CTEs gold SQL,
+verl RL parquet files and SFT chat files; ``build_tiny_model`` trains a tokenizer on the example's
+text and saves a small Qwen2-architecture causal LM. Both are seeded and cached.
+"""
+
+from rewardsql.tiny.example import DATA_SOURCE, TinyExample, build_example
+from rewardsql.tiny.model import build_tiny_model
+
+__all__ = ["DATA_SOURCE", "TinyExample", "build_example", "build_tiny_model"]

@@ -1,0 +1,164 @@
+"""The bundled example: deterministic databases and questions, executable CoCTE gold SQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from _tiny_helpers import quick_example, read_jsonl
+from rewardsql.data.prompts import build_messages, schema_ddl
+from rewardsql.tiny import DATA_SOURCE, build_example
+
+
+def _dump(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_same_seed_gives_identical_files_and_databases(tmp_path, tmp_path_factory):
+    a = quick_example(tmp_path_factory)
+    b = build_example(tmp_path / "again", seed=0, scale="quick")
+    for name in ("train.json", "dev.json", "sft_train.jsonl", "sft_dev.jsonl"):
+        assert (a.out_dir / name).read_bytes() == (b.out_dir / name).read_bytes(), name
+    for db_id in a.db_ids:
+        assert _dump(a.db_path(db_id)) == _dump(b.db_path(db_id)), db_id
+    other = build_example(tmp_path / "seed1", seed=1, scale="quick")
+    assert other.train_json.read_bytes() != a.train_json.read_bytes()
+    assert _dump(other.db_path("shop")) != _dump(a.db_path("shop"))
+
+
+def test_rebuild_is_a_no_op_unless_a_file_changed(tmp_path):
+    first = build_example(tmp_path, seed=3, scale="quick")
+    assert first.built
+    stamp = first.train_parquet.stat().st_mtime_ns
+    again = build_example(tmp_path, seed=3, scale="quick")
+    assert not again.built and again == first
+    assert first.train_parquet.stat().st_mtime_ns == stamp
+    # A damaged file (or other parameters) means a rebuild that restores it
+    first.dev_json.write_text("[]")
+    repaired = build_example(tmp_path, seed=3, scale="quick")
+    assert repaired.built
+    assert len(json.loads(first.dev_json.read_text())) == first.n_dev
+
+
+@pytest.mark.parametrize("split", ["train", "dev"])
+def test_every_gold_query_runs_and_returns_rows(tmp_path_factory, split):
+    example = quick_example(tmp_path_factory)
+    questions = json.loads((example.out_dir / f"{split}.json").read_text())
+    assert len(questions) == (example.n_train if split == "train" else example.n_dev)
+    for q in questions:
+        db = example.db_path(q["db_id"])
+        rows = _rows(db, q["query"])
+        assert rows and any(v is not None for v in rows[0]), q
+        # CoCTE: 2 or 3 steps separated by a blank line; the steps joined without the blank
+        # lines (as a parser that drops step separators would) give the same result
+        steps = q["query"].split("\n\n")
+        assert 2 <= len(steps) <= 3 and steps[0].startswith("WITH ")
+        assert steps[-1].startswith("SELECT ") and "\n" not in q["query"].replace("\n\n", "")
+        assert _rows(db, "".join(steps)) == rows
+
+
+def test_full_scale_covers_the_sql_features(tmp_path_factory):
+    example = build_example(tmp_path_factory.getbasetemp() / "tiny-full", scale="full")
+    train = json.loads(example.train_json.read_text())
+    dev = json.loads(example.dev_json.read_text())
+    assert 2000 <= len(train) + len(dev) <= 5000
+    assert len(example.db_ids) >= 4
+    queries = [q["query"] for q in train]
+    for feature in (" JOIN ", " GROUP BY ", " HAVING ", " ORDER BY ", " LIMIT ", " WHERE ",
+                    " = '", "COUNT(", "SUM(", "AVG("):
+        assert any(feature in s for s in queries), feature
+    steps = {s.count("\n\n") + 1 for s in queries}
+    assert steps == {2, 3}
+    for q in train[::7] + dev:  # a sample of train (all of it is checked at quick scale) and dev
+        assert _rows(example.db_path(q["db_id"]), q["query"])
+    # Every value a question filters on is written in the question
+    for q in train + dev:
+        for value in q["values"]:
+            assert value in q["question"] and value in q["query"], q
+
+
+def test_dev_questions_and_values_are_unseen_in_training(tmp_path_factory):
+    example = build_example(tmp_path_factory.getbasetemp() / "tiny-full", scale="full")
+    train = json.loads(example.train_json.read_text())
+    dev = json.loads(example.dev_json.read_text())
+    assert not {q["question"] for q in dev} & {q["question"] for q in train}
+    dev_values = {v for q in dev for v in q["values"]}
+    train_values = {v for q in train for v in q["values"]}
+    assert dev_values and not dev_values & train_values
+    # No quoted text value of a dev query appears anywhere in the training SFT text
+    train_text = example.sft_train.read_text(encoding="utf-8")
+    quoted = {m for q in dev for m in re.findall(r"'([^']+)'", q["query"])}
+    assert quoted and not [v for v in quoted if f"'{v}'" in train_text]
+
+
+def test_databases_have_foreign_keys_and_a_few_hundred_rows(tmp_path_factory):
+    example = quick_example(tmp_path_factory)
+    for db_id in example.db_ids:
+        db = example.db_path(db_id)
+        assert db == example.db_root / db_id / f"{db_id}.sqlite"
+        tables = [r[0] for r in _rows(db, "SELECT name FROM sqlite_master WHERE type='table'")]
+        assert len(tables) >= 3
+        fks = [fk for t in tables for fk in _rows(db, f"PRAGMA foreign_key_list({t})")]
+        assert fks, db_id
+        assert _rows(db, "PRAGMA foreign_key_check") == []
+        total = sum(_rows(db, f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables)
+        assert 300 <= total <= 2000, (db_id, total)
+
+
+def test_rl_parquet_is_in_verls_format(tmp_path_factory):
+    example = quick_example(tmp_path_factory)
+    questions = json.loads(example.train_json.read_text())
+    frame = pd.read_parquet(example.train_parquet)
+    assert list(frame.columns) == ["data_source", "prompt", "ability", "reward_model",
+                                   "extra_info"]
+    assert len(frame) == example.n_train
+    schemas = {db: schema_ddl(example.db_path(db), sample_values=example.sample_values)
+               for db in example.db_ids}
+    for i in (0, 1, len(frame) - 1):
+        row, q = frame.iloc[i], questions[i]
+        assert row["data_source"] == DATA_SOURCE and row["ability"] == "text2sql"
+        assert [dict(m) for m in row["prompt"]] == build_messages(schemas[q["db_id"]],
+                                                                  q["question"])
+        assert dict(row["reward_model"]) == {"style": "rule", "ground_truth": q["query"]}
+        assert dict(row["extra_info"]) == {
+            "db_id": q["db_id"], "question_id": q["question_id"],
+            "db_root": str(example.db_root), "split": "train", "index": i}
+    dev = pd.read_parquet(example.dev_parquet)
+    assert set(dev["extra_info"].map(lambda e: e["split"])) == {"dev"}
+    ids = {e["question_id"] for e in frame["extra_info"]} | {e["question_id"]
+                                                             for e in dev["extra_info"]}
+    assert len(ids) == example.n_train + example.n_dev
+
+
+def test_sft_files_pair_the_prompt_with_the_gold_cocte(tmp_path_factory):
+    example = quick_example(tmp_path_factory)
+    lines = read_jsonl(example.sft_dev)
+    frame = pd.read_parquet(example.dev_parquet)
+    assert len(lines) == example.n_dev
+    for line, (_, row) in zip(lines, frame.iterrows(), strict=True):
+        *prompt, answer = line["messages"]
+        assert prompt == [dict(m) for m in row["prompt"]]
+        assert answer == {"role": "assistant", "content": row["reward_model"]["ground_truth"]}
+    corpus = list(example.corpus())
+    assert len(corpus) == 3 * example.n_train  # system, user, assistant: train only
+
+
+def test_unknown_scale_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="scale must be one of"):
+        build_example(tmp_path, scale="huge")

@@ -16,7 +16,8 @@ CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
 TEMPLATE = ROOT / "examples" / "plugin-template"
 
-nox.options.sessions = ["lint", "plugin", "template", "tests"]  # tests last: its summary closes the log
+# The full suite runs last, so its summary closes the log.
+nox.options.sessions = ["lint", "plugin", "template", "tests"]
 nox.options.error_on_missing_interpreters = True
 
 

@@ -44,9 +44,14 @@ QUICK_GRPO: dict[str, Any] = {
     "trainer": {"total_training_steps": 3, "test_freq": -1},
 }
 
-#: torch threads of the demo. The tiny model's matrices are so small that a second thread costs
-#: more in synchronisation than it saves: one thread measured 2-7x faster on 2 shared cores.
+#: torch threads of the demo's evaluation and GRPO. The tiny model's matrices are so small that,
+#: in token-by-token generation, a second thread costs more in synchronisation than it saves: one
+#: thread measured 2-7x faster on 2 shared cores.
 DEMO_THREADS = 1
+#: torch threads of SFT (None: torch's default, every core). Its batches (8 sequences of ~190
+#: tokens, forward and backward) keep two cores busy: ~1.6x faster than one thread on 2 idle
+#: cores (but much slower when other processes compete for the cores).
+SFT_THREADS: int | None = None
 
 REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"
@@ -92,7 +97,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo into ``output_dir``; return the report (also written to report.json).
 
-    ``threads``: torch's intra-op threads (None leaves torch's default).
+    ``threads``: torch's intra-op threads for evaluation and GRPO (None leaves torch's default);
+    SFT runs with ``SFT_THREADS``.
     """
     import torch
 
@@ -100,6 +106,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     from rewardsql.sft import SFTConfig, run_sft
     from rewardsql.tiny import build_example, build_tiny_model
 
+    default_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -128,7 +135,12 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
                  "output_dir": str(sft_dir), "eval_file": None}
     if quick:
         overrides.update(QUICK_SFT)
-    sft = run_sft(SFTConfig.from_file(sft_file, overrides))
+    sft_threads = SFT_THREADS or default_threads
+    torch.set_num_threads(sft_threads)
+    try:
+        sft = run_sft(SFTConfig.from_file(sft_file, overrides))
+    finally:
+        torch.set_num_threads(threads or default_threads)
     t = lap("sft_s", t)
 
     config = grpo_config(example, sft_dir, quick=quick, seed=seed)
@@ -185,6 +197,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
             "torch_threads": _torch_threads(),
+            "sft_torch_threads": sft_threads,
         },
     }
     atomic_write_json(output_dir / REPORT_JSON, report)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewardsql.config import ConfigError
+from rewardsql.config import ConfigError, get_key
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ def translate(config: Mapping[str, Any],
             if rule is not None and rule.overrides_new and renamed != other_renamed:
                 if not renamed:  # the more specific old key was placed first: it stays
                     continue
-            elif _get(result.config, new_key) != value:
+            elif get_key(result.config, new_key, None) != value:
                 raise ConfigError(
                     f"set twice with different values, as {other!r} and as {old_key!r} "
                     f"(both mean {new_key!r} in verl 0.9.1); keep one",
@@ -272,11 +272,3 @@ def translate(config: Mapping[str, Any],
         placed[new_key] = (old_key, renamed)
     return result
 
-
-def _get(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node

@@ -33,6 +33,10 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
     assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s", "total_s"}
     assert report["settings"]["quick"] is True
     assert report["settings"]["grpo"]["algorithm"]["adv_estimator"] == "grpo_weighted"
+    # GRPO trains on the rl split (values SFT never saw), evaluates on dev
+    data = report["settings"]["grpo"]["data"]
+    assert Path(data["train_files"]).name == "rl.parquet"
+    assert Path(data["val_files"]).name == "dev.parquet"
     history = report["grpo"]["dev_history"]
     assert history[0][0] == 0 and history[-1][0] == report["grpo"]["steps"] > 0
     # the GRPO run's own files

@@ -33,7 +33,7 @@ def _rows(db: Path, sql: str) -> list[tuple]:
 def test_same_seed_gives_identical_files_and_databases(tmp_path, tmp_path_factory):
     a = quick_example(tmp_path_factory)
     b = build_example(tmp_path / "again", seed=0, scale="quick")
-    for name in ("train.json", "dev.json", "sft_train.jsonl", "sft_dev.jsonl"):
+    for name in ("train.json", "rl.json", "dev.json", "sft_train.jsonl", "sft_dev.jsonl"):
         assert (a.out_dir / name).read_bytes() == (b.out_dir / name).read_bytes(), name
     for db_id in a.db_ids:
         assert _dump(a.db_path(db_id)) == _dump(b.db_path(db_id)), db_id
@@ -56,11 +56,12 @@ def test_rebuild_is_a_no_op_unless_a_file_changed(tmp_path):
     assert len(json.loads(first.dev_json.read_text())) == first.n_dev
 
 
-@pytest.mark.parametrize("split", ["train", "dev"])
+@pytest.mark.parametrize("split", ["train", "rl", "dev"])
 def test_every_gold_query_runs_and_returns_rows(tmp_path_factory, split):
     example = quick_example(tmp_path_factory)
     questions = json.loads((example.out_dir / f"{split}.json").read_text())
-    assert len(questions) == (example.n_train if split == "train" else example.n_dev)
+    assert len(questions) == {"train": example.n_train, "rl": example.n_rl,
+                              "dev": example.n_dev}[split]
     for q in questions:
         db = example.db_path(q["db_id"])
         rows = _rows(db, q["query"])
@@ -93,17 +94,20 @@ def test_full_scale_covers_the_sql_features(tmp_path_factory):
             assert value in q["question"] and value in q["query"], q
 
 
-def test_dev_questions_and_values_are_unseen_in_training(tmp_path_factory):
+@pytest.mark.parametrize("held_out", ["dev", "rl"])
+def test_dev_and_rl_questions_and_values_are_unseen_in_sft(tmp_path_factory, held_out):
     example = build_example(tmp_path_factory.getbasetemp() / "tiny-full", scale="full")
-    train = json.loads(example.train_json.read_text())
-    dev = json.loads(example.dev_json.read_text())
-    assert not {q["question"] for q in dev} & {q["question"] for q in train}
-    dev_values = {v for q in dev for v in q["values"]}
-    train_values = {v for q in train for v in q["values"]}
-    assert dev_values and not dev_values & train_values
-    # No quoted text value of a dev query appears anywhere in the training SFT text
+    splits = {s: json.loads((example.out_dir / f"{s}.json").read_text())
+              for s in ("train", "rl", "dev")}
+    held = splits[held_out]
+    others = [q for s, qs in splits.items() if s != held_out for q in qs]
+    assert not {q["question"] for q in held} & {q["question"] for q in others}
+    held_values = {v for q in held for v in q["values"]}
+    other_values = {v for q in others for v in q["values"]}
+    assert held_values and not held_values & other_values
+    # No quoted text value of a held-out query appears anywhere in the SFT training text
     train_text = example.sft_train.read_text(encoding="utf-8")
-    quoted = {m for q in dev for m in re.findall(r"'([^']+)'", q["query"])}
+    quoted = {m for q in held for m in re.findall(r"'([^']+)'", q["query"])}
     assert quoted and not [v for v in quoted if f"'{v}'" in train_text]
 
 
@@ -139,11 +143,12 @@ def test_rl_parquet_is_in_verls_format(tmp_path_factory):
         assert dict(row["extra_info"]) == {
             "db_id": q["db_id"], "question_id": q["question_id"],
             "db_root": str(example.db_root), "split": "train", "index": i}
-    dev = pd.read_parquet(example.dev_parquet)
-    assert set(dev["extra_info"].map(lambda e: e["split"])) == {"dev"}
-    ids = {e["question_id"] for e in frame["extra_info"]} | {e["question_id"]
-                                                             for e in dev["extra_info"]}
-    assert len(ids) == example.n_train + example.n_dev
+    ids = {e["question_id"] for e in frame["extra_info"]}
+    for split, path in (("rl", example.rl_parquet), ("dev", example.dev_parquet)):
+        held = pd.read_parquet(path)
+        assert set(held["extra_info"].map(lambda e: e["split"])) == {split}
+        ids |= {e["question_id"] for e in held["extra_info"]}
+    assert len(ids) == example.n_train + example.n_rl + example.n_dev
 
 
 def test_sft_files_pair_the_prompt_with_the_gold_cocte(tmp_path_factory):

@@ -1,9 +1,10 @@
 """``rewardsql demo``: the whole job on the bundled example, end to end, on a CPU in minutes.
 
-Builds the example data and the tiny model (cached), fine-tunes it (``rewardsql sft`` with
-``examples/tiny/sft_config.json``), evaluates greedy dev execution accuracy, trains with GRPO on
-the local engine (``examples/tiny/grpo.yaml``: the SQL verifier and ``grpo_weighted``), evaluates
-again, and writes ``report.json`` and ``report.png``.
+Builds the example data and the tiny model (cached), fine-tunes it on the train split
+(``rewardsql sft`` with ``examples/tiny/sft_config.json``), evaluates greedy dev execution
+accuracy, trains with GRPO on the rl split (questions whose values SFT never saw) on the local
+engine (``examples/tiny/grpo.yaml``: the SQL verifier and ``grpo_weighted``), evaluates again, and
+writes ``report.json`` and ``report.png``.
 
 Layout of the output directory::
 
@@ -83,7 +84,7 @@ def grpo_config(example: Any, model_path: Path, *, quick: bool, seed: int) -> di
     source = examples_dir() / "grpo.yaml"
     config = load_config(source)
     paths = {
-        "data": {"train_files": str(example.train_parquet), "val_files": str(example.dev_parquet),
+        "data": {"train_files": str(example.rl_parquet), "val_files": str(example.dev_parquet),
                  "seed": seed},
         "actor_rollout_ref": {"model": {"path": str(model_path)}, "rollout": {"seed": seed}},
         "rewardsql": {"reward_manager": {"db_root": str(example.db_root)}},
@@ -187,6 +188,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "scale": scale,
             "model_size": MODEL_SIZE,
             "n_train_questions": example.n_train,
+            "n_rl_questions": example.n_rl,
             "n_dev_questions": example.n_dev,
             "sft_config": str(sft_file),
             "grpo": config,

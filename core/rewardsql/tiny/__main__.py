@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> None:
                             scale="quick" if args.quick else "full")
     model = build_tiny_model(args.output_dir / "model", example.corpus(), seed=args.seed,
                              size=args.size)
-    print(f"example: {example.out_dir} ({example.n_train} train / {example.n_dev} dev questions, "
-          f"databases in {example.db_root})")
+    counts = f"{example.n_train} train / {example.n_rl} rl / {example.n_dev} dev questions"
+    print(f"example: {example.out_dir} ({counts}, databases in {example.db_root})")
     print(f"model:   {model}")
     print(f"seconds: {time.monotonic() - started:.1f}")
 

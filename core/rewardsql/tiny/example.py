@@ -3,11 +3,14 @@
 Layout under ``out_dir`` (Spider/BIRD style, so every command reads it like a real benchmark)::
 
     databases/<db_id>/<db_id>.sqlite
-    train.json, dev.json               Spider-format questions (db_id, question, query, question_id)
-    train.parquet, dev.parquet         verl RL format (data_source, prompt, ability, reward_model,
-                                       extra_info)
+    train.json, rl.json, dev.json      Spider-format questions (db_id, question, query, question_id)
+    train.parquet, rl.parquet,         verl RL format (data_source, prompt, ability, reward_model,
+    dev.parquet                        extra_info)
     sft_train.jsonl, sft_dev.jsonl     {"messages": [system, user, assistant (gold CoCTE)]}
     manifest.json                      generator version, parameters and file hashes (the cache key)
+
+Three splits, each with its own filter values (rewardsql.tiny.questions.ValueSplit): ``train``
+for SFT, ``rl`` for GRPO, ``dev`` for evaluation. No value of rl or dev occurs in SFT data.
 """
 
 from __future__ import annotations
@@ -25,17 +28,21 @@ from pathlib import Path
 from rewardsql.data.prompts import build_messages, schema_ddl
 from rewardsql.io import atomic_write, atomic_write_json, atomic_write_text
 from rewardsql.tiny.domains import DOMAINS, generate_rows, write_database
-from rewardsql.tiny.questions import Pair, ValueSplit, generate_pairs
+from rewardsql.tiny.questions import SPLITS, Pair, ValueSplit, generate_pairs
 
 #: Bump when the output of the generator changes, so old caches are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DATA_SOURCE = "rewardsql_tiny"
 #: Sample values per column in the prompt's schema. None, because the tiny model needs short prompts
 #: and every value a question filters on is written in the question.
 SAMPLE_VALUES = 0
-SCALES: dict[str, tuple[int, int]] = {"full": (3000, 300), "quick": (400, 60)}
-_FILES = ("train.json", "dev.json", "train.parquet", "dev.parquet", "sft_train.jsonl",
-          "sft_dev.jsonl")
+#: Questions per split at each scale.
+SCALES: dict[str, dict[str, int]] = {
+    "full": {"train": 3000, "rl": 600, "dev": 300},
+    "quick": {"train": 400, "rl": 80, "dev": 60},
+}
+_FILES = ("train.json", "rl.json", "dev.json", "train.parquet", "rl.parquet", "dev.parquet",
+          "sft_train.jsonl", "sft_dev.jsonl")
 
 
 @dataclass(frozen=True)
@@ -45,13 +52,16 @@ class TinyExample:
     out_dir: Path
     db_root: Path
     train_json: Path
+    rl_json: Path
     dev_json: Path
     train_parquet: Path
+    rl_parquet: Path
     dev_parquet: Path
     sft_train: Path
     sft_dev: Path
     manifest: Path
     n_train: int
+    n_rl: int
     n_dev: int
     db_ids: tuple[str, ...]
     seed: int
@@ -75,8 +85,10 @@ def _paths(out: Path) -> dict[str, Path]:
     return {
         "db_root": out / "databases",
         "train_json": out / "train.json",
+        "rl_json": out / "rl.json",
         "dev_json": out / "dev.json",
         "train_parquet": out / "train.parquet",
+        "rl_parquet": out / "rl.parquet",
         "dev_parquet": out / "dev.parquet",
         "sft_train": out / "sft_train.jsonl",
         "sft_dev": out / "sft_dev.jsonl",
@@ -99,16 +111,18 @@ def _db_digest(path: Path) -> str:
 
 def _example(out: Path, manifest: dict, built: bool) -> TinyExample:
     p = _paths(out)
-    return TinyExample(out_dir=out, n_train=manifest["n_train"], n_dev=manifest["n_dev"],
+    return TinyExample(out_dir=out, n_train=manifest["n_train"], n_rl=manifest["n_rl"],
+                       n_dev=manifest["n_dev"],
                        db_ids=tuple(manifest["db_ids"]), seed=manifest["seed"],
                        scale=manifest["scale"], sample_values=manifest["sample_values"],
                        built=built, **p)
 
 
 def _params(seed: int, scale: str) -> dict:
-    n_train, n_dev = SCALES[scale]
+    counts = SCALES[scale]
     return {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale,
-            "n_train": n_train, "n_dev": n_dev, "sample_values": SAMPLE_VALUES,
+            "n_train": counts["train"], "n_rl": counts["rl"], "n_dev": counts["dev"],
+            "sample_values": SAMPLE_VALUES,
             "db_ids": [d.db_id for d in DOMAINS]}
 
 
@@ -141,7 +155,9 @@ def build_example(out_dir: str | os.PathLike[str], *, seed: int = 0,
     """Build the bundled example under ``out_dir``; a no-op when an identical build is there.
 
     ``scale="full"`` gives a few thousand questions, ``"quick"`` a CI-sized set over the same
-    databases. The same seed always gives byte-identical question files and identical databases.
+    databases. Dev questions are drawn first, then rl, then train, each split excluding the
+    questions of the earlier ones. The same seed always gives byte-identical question files and
+    identical databases.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
@@ -170,19 +186,22 @@ def build_example(out_dir: str | os.PathLike[str], *, seed: int = 0,
     values = ValueSplit(pools, seed)
     conns = {d.db_id: sqlite3.connect(f"{(p['db_root'] / d.db_id / f'{d.db_id}.sqlite').as_uri()}"
                                       "?mode=ro", uri=True) for d in DOMAINS}
+    pairs: dict[str, list[Pair]] = {}
     try:
-        n_train, n_dev = SCALES[scale]
-        dev = generate_pairs(list(DOMAINS), conns, "dev", n_dev, values, seed, exclude=set())
-        train = generate_pairs(list(DOMAINS), conns, "train", n_train, values, seed,
-                               exclude={q.question for q in dev})
+        for split in SPLITS:
+            pairs[split] = generate_pairs(
+                list(DOMAINS), conns, split, SCALES[scale][split], values, seed,
+                exclude={q.question for drawn in pairs.values() for q in drawn})
     finally:
         for conn in conns.values():
             conn.close()
 
     schemas = {d.db_id: schema_ddl(p["db_root"] / d.db_id / f"{d.db_id}.sqlite",
                                    sample_values=SAMPLE_VALUES) for d in DOMAINS}
-    for split, pairs, first_id in (("train", train, 0), ("dev", dev, len(train))):
-        _write_split(p, split, pairs, first_id, schemas)
+    first_id = 0
+    for split in ("train", "rl", "dev"):  # question ids in this order
+        _write_split(p, split, pairs[split], first_id, schemas)
+        first_id += len(pairs[split])
 
     manifest = {**params, "db_root": str(p["db_root"]),
                 "files": {name: _sha256(out / name) for name in _FILES},
@@ -231,4 +250,5 @@ def _write_split(p: dict[str, Path], split: str, pairs: list[Pair], first_id: in
             ensure_ascii=False))
     with atomic_write(p[f"{split}_parquet"], "wb") as handle:
         pd.DataFrame.from_records(records).to_parquet(handle, index=False)
-    atomic_write_text(p[f"sft_{split}"], "\n".join(sft_lines) + "\n")
+    if f"sft_{split}" in p:  # rl questions are GRPO prompts only: no SFT file
+        atomic_write_text(p[f"sft_{split}"], "\n".join(sft_lines) + "\n")

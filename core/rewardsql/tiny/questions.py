@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,39 +29,54 @@ class Pair:
     values: tuple[str, ...]
 
 
-class ValueSplit:
-    """Which filter values belong to dev: dev questions only use values no train question uses.
+#: Splits of the example, in the order their questions are drawn. ``rl`` holds GRPO's prompts:
+#: their values, like dev's, are never seen in SFT, so the reward GRPO earns there is earned by
+#: the skill dev asks for (copying an unseen value from the question), not by recalling SFT data.
+SPLITS = ("dev", "rl", "train")
+#: Share of each pool's values (and of all numbers) reserved for a split; train gets the rest.
+VALUE_FRACTIONS = {"dev": 0.25, "rl": 0.2}
 
-    Text values are split per pool (every pool keeps train and dev values); numbers by a seeded
+
+class ValueSplit:
+    """Which filter values belong to which split: each value to exactly one of dev, rl, train.
+
+    Text values are split per pool (every pool keeps values in every split); numbers by a seeded
     hash of the number, the same for every column, so "dev numbers" are one global set.
     """
 
-    def __init__(self, pools: list[list[str]], seed: int, dev_fraction: float = 0.25) -> None:
+    def __init__(self, pools: list[list[str]], seed: int,
+                 fractions: dict[str, float] | None = None) -> None:
+        fractions = dict(VALUE_FRACTIONS if fractions is None else fractions)
         rng = random.Random(f"{seed}:value-split")
-        self.dev_text: set[str] = set()
-        self.train_text: set[str] = set()
+        self.text_split: dict[str, str] = {}
         for pool in pools:
             values = sorted(set(pool))
             rng.shuffle(values)
-            want = max(1, round(len(values) * dev_fraction))
-            have = sum(v in self.dev_text for v in values)
+            want = {s: max(1, round(len(values) * f)) for s, f in fractions.items()}
+            have = Counter(self.text_split[v] for v in values if v in self.text_split)
             for value in values:
-                if value in self.dev_text or value in self.train_text:
-                    continue
-                if have < want:
-                    self.dev_text.add(value)
-                    have += 1
-                else:
-                    self.train_text.add(value)
+                if value not in self.text_split:
+                    split = next((s for s in fractions if have[s] < want[s]), "train")
+                    self.text_split[value] = split
+                    have[split] += 1
         self._seed = seed
-        self._fraction = dev_fraction
+        self._fractions = fractions
 
-    def is_dev_number(self, number: int) -> bool:
-        return random.Random(f"{self._seed}:number:{number}").random() < self._fraction
+    def number_split(self, number: int) -> str:
+        draw = random.Random(f"{self._seed}:number:{number}").random()
+        for split, fraction in self._fractions.items():
+            if draw < fraction:
+                return split
+            draw -= fraction
+        return "train"
+
+    def split_of(self, value: str | int) -> str:
+        if isinstance(value, int):
+            return self.number_split(value)
+        return self.text_split.get(value, "train")
 
     def allows(self, split: str, value: str | int) -> bool:
-        dev = self.is_dev_number(value) if isinstance(value, int) else value in self.dev_text
-        return dev == (split == "dev")
+        return self.split_of(value) == split
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 from _tiny_helpers import quick_example, read_jsonl
 from rewardsql.data.prompts import build_messages, schema_ddl
 from rewardsql.tiny import DATA_SOURCE, build_example
+from rewardsql.tiny.questions import ValueSplit
 
 
 def _dump(path: Path) -> list[str]:
@@ -109,6 +111,19 @@ def test_dev_and_rl_questions_and_values_are_unseen_in_sft(tmp_path_factory, hel
     train_text = example.sft_train.read_text(encoding="utf-8")
     quoted = {m for q in held for m in re.findall(r"'([^']+)'", q["query"])}
     assert quoted and not [v for v in quoted if f"'{v}'" in train_text]
+
+
+def test_value_split_gives_each_value_one_split():
+    pools = [["Lyon", "Oslo", "Porto", "Quito", "Dakar", "Perth", "Turin", "Osaka"],
+             ["Oslo", "Kyoto", "Cork", "Pune"]]
+    split = ValueSplit(pools, seed=0)
+    for pool in pools:  # every pool keeps values in every split
+        assert {split.split_of(v) for v in pool} == {"train", "rl", "dev"}
+    assert sum(split.allows(s, "Oslo") for s in ("train", "rl", "dev")) == 1
+    # every number belongs to one split, in about the configured shares
+    shares = Counter(split.split_of(n) for n in range(10_000))
+    assert shares["dev"] == pytest.approx(2500, abs=200)
+    assert shares["rl"] == pytest.approx(2000, abs=200)
 
 
 def test_databases_have_foreign_keys_and_a_few_hundred_rows(tmp_path_factory):

@@ -90,4 +90,4 @@ def test_module_command_builds_example_and_model(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "example" / "manifest.json").is_file()
     assert (tmp_path / "model" / "config.json").is_file()
-    assert "400 train / 60 dev questions" in result.stdout
+    assert "400 train / 80 rl / 60 dev questions" in result.stdout

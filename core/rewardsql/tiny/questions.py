@@ -63,6 +63,7 @@ class ValueSplit:
         self._fractions = fractions
 
     def number_split(self, number: int) -> str:
+        """The split of ``number`` (the same in every column)."""
         draw = random.Random(f"{self._seed}:number:{number}").random()
         for split, fraction in self._fractions.items():
             if draw < fraction:
@@ -71,11 +72,13 @@ class ValueSplit:
         return "train"
 
     def split_of(self, value: str | int) -> str:
+        """The split of a text value or a number; text outside every pool is train's."""
         if isinstance(value, int):
             return self.number_split(value)
         return self.text_split.get(value, "train")
 
     def allows(self, split: str, value: str | int) -> bool:
+        """Whether a ``split`` question may filter on ``value``."""
         return self.split_of(value) == split
 
 

@@ -126,6 +126,33 @@ def test_value_split_gives_each_value_one_split():
     assert shares["rl"] == pytest.approx(2000, abs=200)
 
 
+def test_a_domain_out_of_questions_is_made_up_by_the_others(tmp_path):
+    # seed 2: the school schema has only ~730 distinct train questions for its 750 share
+    example = build_example(tmp_path, seed=2, scale="full")
+    train = json.loads(example.train_json.read_text())
+    assert len({q["question"] for q in train}) == len(train) == example.n_train
+    per_db = Counter(q["db_id"] for q in train)
+    assert per_db["school"] < example.n_train // 4 < min(
+        n for db, n in per_db.items() if db != "school")
+
+
+def test_every_domain_out_of_questions_is_an_error(tmp_path_factory, monkeypatch):
+    from rewardsql.tiny import questions
+    from rewardsql.tiny.domains import DOMAINS
+
+    example = quick_example(tmp_path_factory)
+    conns = {d.db_id: sqlite3.connect(example.db_path(d.db_id)) for d in DOMAINS}
+    monkeypatch.setattr(questions, "TEMPLATES", {"group_having": questions.group_having})
+    monkeypatch.setattr(questions, "DOMAIN_PATIENCE", 200)
+    try:
+        with pytest.raises(RuntimeError, match="could not generate 1000 distinct train"):
+            questions.generate_pairs(list(DOMAINS), conns, "train", 1000,
+                                     ValueSplit([], seed=0), seed=0, exclude=set())
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
 def test_databases_have_foreign_keys_and_a_few_hundred_rows(tmp_path_factory):
     example = quick_example(tmp_path_factory)
     for db_id in example.db_ids:

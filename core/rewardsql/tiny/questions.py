@@ -393,19 +393,34 @@ def answers(conn: sqlite3.Connection, sql: str) -> bool:
     return bool(rows) and any(v is not None for v in rows[0]) and rows[0] != (0,)
 
 
+#: Failed draws in a row after which a domain counts as out of new questions for a split; the
+#: other domains then make up its share (the smallest schema runs out first at full scale).
+DOMAIN_PATIENCE = 5000
+
+
 def generate_pairs(domains: list[Domain], conns: dict[str, sqlite3.Connection], split: str,
                    count: int, values: ValueSplit, seed: int, exclude: set[str]) -> list[Pair]:
-    """``count`` distinct questions for ``split``, cycling through domains and templates."""
+    """``count`` distinct questions for ``split``, cycling through domains and templates.
+
+    Raises:
+        RuntimeError: every domain ran out of new questions before ``count``.
+    """
     rng = random.Random(f"{seed}:questions:{split}")
     names = list(TEMPLATES)
     pairs: list[Pair] = []
     seen = set(exclude)
-    attempts = 0
+    live = list(domains)
+    failures = 0
     while len(pairs) < count:
-        attempts += 1
-        if attempts > count * 50:
-            raise RuntimeError(f"could not generate {count} distinct {split} questions")
-        domain = domains[len(pairs) % len(domains)]
+        domain = live[len(pairs) % len(live)]
+        if failures >= DOMAIN_PATIENCE:
+            live.remove(domain)
+            failures = 0
+            if not live:
+                raise RuntimeError(f"could not generate {count} distinct {split} questions: "
+                                   f"every domain ran out after {len(pairs)}")
+            continue
+        failures += 1
         name = rng.choice(names)
         ctx = _Ctx(rng, conns[domain.db_id], domain, split, values)
         made = TEMPLATES[name](ctx)
@@ -415,5 +430,6 @@ def generate_pairs(domains: list[Domain], conns: dict[str, sqlite3.Connection], 
         if question in seen or not answers(ctx.conn, gold):
             continue
         seen.add(question)
+        failures = 0
         pairs.append(Pair(domain.db_id, question, gold, name, vals))
     return pairs

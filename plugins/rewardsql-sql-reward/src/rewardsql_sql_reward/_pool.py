@@ -87,6 +87,18 @@ class _Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
+    def read_ready(self) -> bool:
+        """Read the worker's first message (it is waiting); True when it says ready, else kill
+        the worker and return False."""
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            message = None
+        self.ready = isinstance(message, tuple) and message[:1] == ("ready",)
+        if not self.ready:
+            self.kill()
+        return self.ready
+
     def exit_description(self) -> str:
         code = self.proc.poll()
         if code is None:
@@ -124,15 +136,9 @@ def _await_ready(workers: list[_Worker]) -> tuple[list[_Worker], list[str]]:
     while pending:
         for conn in wait(list(pending), timeout=max(0.0, deadline - time.monotonic())):
             worker = pending.pop(conn)
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                message = None
-            if isinstance(message, tuple) and message[:1] == ("ready",):
-                worker.ready = True
+            if worker.read_ready():
                 ready.append(worker)
             else:
-                worker.kill()
                 errors.append(f"SQL worker died while starting ({worker.exit_description()})")
         if time.monotonic() >= deadline:
             for worker in pending.values():
@@ -477,15 +483,9 @@ class _Run:
 
     def _boot(self, conn: Connection) -> None:
         worker = self.booting.pop(conn)
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            message = None
-        if isinstance(message, tuple) and message[:1] == ("ready",):
-            worker.ready = True
+        if worker.read_ready():
             self.idle.append(worker)
         else:
-            worker.kill()
             self.pool.last_start_error = (
                 f"SQL worker died while starting ({worker.exit_description()})")
 

@@ -31,7 +31,7 @@ from rewardsql.tiny.domains import DOMAINS, generate_rows, write_database
 from rewardsql.tiny.questions import SPLITS, Pair, ValueSplit, generate_pairs
 
 #: Bump when the output of the generator changes, so old caches are rebuilt.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 DATA_SOURCE = "rewardsql_tiny"
 #: Sample values per column in the prompt's schema. None, because the tiny model needs short prompts
 #: and every value a question filters on is written in the question.

@@ -41,7 +41,7 @@ def test_verl_defaults_fill_what_is_not_given():
     ("algorithm.use_kl_in_reward", True, "use_kl_loss"),
     ("actor_rollout_ref.model.lora_rank", 8, "LoRA"),
     ("algorithm.adv_estimator", "gae", "critic"),
-    ("algorithm.filter_groups.enable", True, "filter_groups"),
+    ("algorithm.use_pf_ppo", True, "PF-PPO"),
     ("actor_rollout_ref.actor.optim.optimizer", "SGD", "AdamW"),
     ("rewardsql.reward_weights", {"process": 0.5, "outcome": 1.0}, "process reward"),
     ("trainer.resume_mode", "sometimes", "auto"),
@@ -53,6 +53,18 @@ def test_settings_it_cannot_honour_are_errors_naming_the_key(key, value, words):
     message = str(err.value)
     assert words in message
     assert (err.value.key or "").startswith(key.rsplit(".", 1)[0])
+
+
+def test_dynamic_sampling_reads_verl_keys_and_needs_groups():
+    config = with_("algorithm.filter_groups", {"enable": True, "metric": "acc",
+                                               "max_num_gen_batches": 5})
+    config["actor_rollout_ref"]["rollout"] = {"n": 4}
+    s = read_settings(config)
+    assert (s.filter_groups, s.filter_groups_metric, s.max_num_gen_batches) == (True, "acc", 5)
+    assert read_settings(BASE).filter_groups is False
+    with pytest.raises(ConfigError, match="cannot differ") as err:
+        read_settings(with_("algorithm.filter_groups.enable", True))  # rollout.n defaults to 1
+    assert err.value.key == "actor_rollout_ref.rollout.n"
 
 
 def test_unknown_key_suggests_the_closest_verl_key():

@@ -28,12 +28,22 @@ _STEP_DIR = re.compile(r"^global_step_(\d+)$")
 
 @dataclass
 class TrainerState:
-    """Where training stands after ``global_step`` optimizer steps."""
+    """Where training stands after ``global_step`` optimizer steps.
+
+    ``batches_drawn`` counts the prompt batches taken from the data so far: ``global_step`` of
+    them, or more with dynamic sampling (``algorithm.filter_groups``), which draws batches until
+    it has enough groups whose rewards differ.
+    """
 
     global_step: int
     epoch: int
     batch_in_epoch: int
     dev_history: list[list[float]]
+    batches_drawn: int = -1
+
+    def __post_init__(self) -> None:
+        if self.batches_drawn < 0:  # a checkpoint written before dynamic sampling existed
+            self.batches_drawn = self.global_step
 
 
 def rng_state(engine_rng: np.random.Generator) -> dict[str, Any]:

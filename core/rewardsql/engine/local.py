@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,13 @@ from rewardsql.engine.evaluate import (
     valid_responses,
 )
 from rewardsql.engine.metrics import MetricsWriter
-from rewardsql.engine.rollout import batched_log_probs, generate
+from rewardsql.engine.rollout import (
+    Rollout,
+    batched_log_probs,
+    concat_rollouts,
+    generate,
+    pad_id,
+)
 from rewardsql.engine.scoring import RewardSource, token_level_rewards
 from rewardsql.engine.settings import Settings, read_settings
 from rewardsql.engine.update import (
@@ -40,6 +47,7 @@ from rewardsql.engine.update import (
     resolve_estimator,
 )
 from rewardsql.io import atomic_directory
+from rewardsql.rewards import RewardResult
 
 logger = logging.getLogger(__name__)
 
@@ -311,26 +319,115 @@ def _dev_eval(step: int, model: Any, tokenizer: Any, prompts: list[Prompt], rewa
     return result.accuracy
 
 
+@dataclass
+class _Sampled:
+    """The groups one step trains on, and what it took to find them."""
+
+    prompts: list[Prompt]  # one entry per response: n consecutive copies of each prompt
+    uids: np.ndarray
+    rollout: Rollout
+    results: list[RewardResult]
+    epoch: int
+    batch_in_epoch: int
+    t_gen: float = 0.0
+    gen_batches: int = 1
+    all_results: list[RewardResult] = field(default_factory=list)  # every response sampled
+    all_uids: list[str] = field(default_factory=list)
+
+
+def group_metric(result: RewardResult, metric: str) -> float:
+    """The value dynamic sampling compares within a group: ``reward`` (verl's canonical metric,
+    the summed reward of the response) or a key of the reward's ``extra`` (``acc``, ...)."""
+    if metric in ("reward", "score"):
+        return float(sum(result.token_rewards)) if result.token_rewards is not None else float(
+            result.score)
+    if metric not in result.extra:
+        raise ConfigError(f"the reward reports no {metric!r} (it reports "
+                          f"{', '.join(sorted(result.extra)) or 'nothing'} besides the score)",
+                          key="algorithm.filter_groups.metric")
+    return float(result.extra[metric])
+
+
+def varied_groups(uids: Sequence[str], values: Sequence[float]) -> list[str]:
+    """The uids, in order of first appearance, whose values are not all equal."""
+    groups: dict[str, list[float]] = {}
+    for uid, value in zip(uids, values, strict=True):
+        groups.setdefault(uid, []).append(value)
+    return [uid for uid, vals in groups.items() if max(vals) != min(vals)]
+
+
+def _sample(state: ckpt.TrainerState, *, model: Any, tokenizer: Any, prompts: list[Prompt],
+            reward: RewardSource, settings: Settings) -> _Sampled:
+    """Sample n responses for the next prompt batch and score them. With
+    ``algorithm.filter_groups.enable`` (DAPO's dynamic sampling) keep drawing batches and keep
+    only groups whose metric differs, until there are ``train_batch_size`` of them: a group of
+    equal rewards has zero GRPO advantage and only dilutes the update. The search stops after
+    ``max_num_gen_batches`` batches (when positive) or one epoch of prompts; the step then trains
+    on the groups found (on the last batch as drawn when none were).
+    """
+    per_epoch = len(prompts) // settings.train_batch_size
+    limit = settings.max_num_gen_batches if settings.max_num_gen_batches > 0 else per_epoch
+    kept: list[_Sampled] = []
+    n_kept = 0
+    all_results: list[RewardResult] = []
+    all_uids: list[str] = []
+    t_gen = 0.0
+    drawn = 0
+    while True:
+        drawn += 1
+        epoch, batch_in_epoch, idx = batch_indices(
+            len(prompts), settings.train_batch_size, state.batches_drawn, seed=settings.seed,
+            shuffle=settings.shuffle)
+        # n consecutive copies of each prompt (verl's repeat(interleave=True)); one uid per prompt
+        batch = [prompts[i] for i in idx for _ in range(settings.n)]
+        uids = np.array([f"{state.batches_drawn}-{i}" for i in idx for _ in range(settings.n)],
+                        dtype=object)
+        state.batches_drawn += 1
+        t0 = time.perf_counter()
+        rollout = generate(model, tokenizer, [p.input_ids for p in batch],
+                           max_new_tokens=settings.response_length, do_sample=settings.do_sample,
+                           temperature=settings.temperature, top_p=settings.top_p,
+                           top_k=settings.top_k, batch_size=settings.log_prob_micro_batch_size)
+        t_gen += time.perf_counter() - t0
+        results = reward.score(requests_for(batch, valid_responses(rollout), tokenizer))
+        out = _Sampled(batch, uids, rollout, results, epoch, batch_in_epoch)
+        all_results += results
+        all_uids += uids.tolist()
+        if not settings.filter_groups:
+            break
+        wanted = set(varied_groups(uids.tolist(), [group_metric(r, settings.filter_groups_metric)
+                                                   for r in results])
+                     [:settings.train_batch_size - n_kept])
+        rows = [i for i, uid in enumerate(uids.tolist()) if uid in wanted]
+        if rows:
+            kept.append(_Sampled([batch[i] for i in rows], uids[rows], rollout.select(rows),
+                                 [results[i] for i in rows], epoch, batch_in_epoch))
+            n_kept += len(wanted)
+        if n_kept == settings.train_batch_size or drawn >= limit:
+            break
+    if settings.filter_groups and kept:
+        out = _Sampled(
+            [p for k in kept for p in k.prompts], np.concatenate([k.uids for k in kept]),
+            concat_rollouts([k.rollout for k in kept], pad_id(tokenizer)),
+            [r for k in kept for r in k.results], out.epoch, out.batch_in_epoch)
+    elif settings.filter_groups:
+        logger.warning("dynamic sampling found no group with differing rewards in %d batches; "
+                       "training on the last batch as drawn", drawn)
+    out.t_gen, out.gen_batches = t_gen, drawn
+    out.all_results, out.all_uids = all_results, all_uids
+    return out
+
+
 def _train_step(state: ckpt.TrainerState, *, model: Any, ref_model: Any, tokenizer: Any,
                 prompts: list[Prompt], reward: RewardSource, estimator: Any, algorithm: Any,
                 loss_config: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
                 engine_rng: np.random.Generator, settings: Settings) -> dict[str, Any]:
     t0 = time.perf_counter()
-    epoch, batch_in_epoch, idx = batch_indices(
-        len(prompts), settings.train_batch_size, state.global_step, seed=settings.seed,
-        shuffle=settings.shuffle)
-    # n consecutive copies of each prompt (verl's repeat(interleave=True)); one uid per prompt
-    batch = [prompts[i] for i in idx for _ in range(settings.n)]
-    uids = np.array([f"{state.global_step}-{i}" for i in idx for _ in range(settings.n)],
-                    dtype=object)
-    rollout = generate(model, tokenizer, [p.input_ids for p in batch],
-                       max_new_tokens=settings.response_length, do_sample=settings.do_sample,
-                       temperature=settings.temperature, top_p=settings.top_p,
-                       top_k=settings.top_k, batch_size=settings.log_prob_micro_batch_size)
-    t_gen = time.perf_counter() - t0
-    results = reward.score(requests_for(batch, valid_responses(rollout), tokenizer))
+    sampled = _sample(state, model=model, tokenizer=tokenizer, prompts=prompts, reward=reward,
+                      settings=settings)
+    rollout = sampled.rollout
     # rewardsql.reward_weights.outcome: the verifier's weight (the seed's verifier.reward_coef)
-    rewards = token_level_rewards(results, rollout.response_mask) * settings.outcome_weight
+    rewards = token_level_rewards(sampled.results, rollout.response_mask) * settings.outcome_weight
 
     old_log_probs = None
     if not on_policy(settings):
@@ -342,7 +439,7 @@ def _train_step(state: ckpt.TrainerState, *, model: Any, ref_model: Any, tokeniz
                                           batch_size=settings.log_prob_micro_batch_size)
     advantages, _ = compute_advantages(
         settings.adv_estimator, estimator, token_level_rewards=rewards,
-        response_mask=rollout.response_mask, uids=uids, algorithm=algorithm)
+        response_mask=rollout.response_mask, uids=sampled.uids, algorithm=algorithm)
     advantages = advantages.detach().to(rollout.response_mask.device, torch.float32)
     lr = optimizer.param_groups[0]["lr"]
     loss_metrics = ppo_update(model, optimizer, rollout, old_log_probs=old_log_probs,
@@ -350,27 +447,28 @@ def _train_step(state: ckpt.TrainerState, *, model: Any, ref_model: Any, tokeniz
                               config=loss_config, settings=settings, rng=engine_rng)
     scheduler.step()
     state.global_step += 1
-    state.epoch, state.batch_in_epoch = epoch, batch_in_epoch + 1
+    state.epoch, state.batch_in_epoch = sampled.epoch, sampled.batch_in_epoch + 1
     step_s = time.perf_counter() - t0
-    return _step_record(state, epoch, results, rollout, advantages, loss_metrics, lr, step_s,
-                        t_gen, uids, settings)
+    return _step_record(state, sampled, advantages, loss_metrics, lr, step_s, settings)
 
 
-def _step_record(state: ckpt.TrainerState, epoch: int, results: list, rollout: Any,
-                 advantages: torch.Tensor, loss_metrics: dict[str, float], lr: float,
-                 step_s: float, t_gen: float, uids: np.ndarray, settings: Settings
+def _step_record(state: ckpt.TrainerState, sampled: _Sampled, advantages: torch.Tensor,
+                 loss_metrics: dict[str, float], lr: float, step_s: float, settings: Settings
                  ) -> dict[str, Any]:
+    """One line of metrics.jsonl. Reward, accuracy and statuses cover every response sampled in
+    the step (with dynamic sampling, also those of the groups left out); the rest covers the
+    batch trained on."""
+    results = sampled.all_results
     scores = torch.tensor([r.score for r in results], dtype=torch.float32)
+    rollout = sampled.rollout
     mask = rollout.response_mask.bool()
     lengths = rollout.response_mask.sum(-1).float()
     valid_adv = advantages[mask]
-    groups: dict[str, list[float]] = {}
-    for uid, score in zip(uids.tolist(), scores.tolist(), strict=True):
-        groups.setdefault(uid, []).append(score)
-    varied = sum(1 for g in groups.values() if max(g) != min(g)) / max(len(groups), 1)
+    n_groups = len(set(sampled.all_uids))
+    varied = len(varied_groups(sampled.all_uids, scores.tolist())) / max(n_groups, 1)
     record: dict[str, Any] = {
         "step": state.global_step,
-        "epoch": epoch,
+        "epoch": sampled.epoch,
         "reward/mean": scores.mean().item(),
         "reward/std": scores.std().item() if len(scores) > 1 else 0.0,
         "accuracy": accuracy_of(results),
@@ -389,8 +487,11 @@ def _step_record(state: ckpt.TrainerState, epoch: int, results: list, rollout: A
         "response_length/clip_ratio": (lengths >= settings.response_length).float().mean().item(),
         "perf/tokens_per_s": float(lengths.sum().item() / step_s) if step_s > 0 else None,
         "perf/step_s": step_s,
-        "perf/generate_s": t_gen,
+        "perf/generate_s": sampled.t_gen,
     }
+    if settings.filter_groups:
+        record["filter_groups/gen_batches"] = sampled.gen_batches
+        record["filter_groups/kept_groups"] = len(set(sampled.uids.tolist()))
     for status, count in sorted(status_counts(results).items()):
         record[f"status/{status}"] = count
     return record

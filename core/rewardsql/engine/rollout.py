@@ -38,6 +38,31 @@ class Rollout:
                        self.response_mask[index], self.prompt_length)
 
 
+def concat_rollouts(parts: Sequence[Rollout], pad: int) -> Rollout:
+    """One rollout from several (dynamic sampling keeps groups from several generation batches).
+
+    Prompts are left-padded again to the longest prompt, so responses still share their columns;
+    every part must have the same response width (``generate`` pads to ``max_new_tokens``).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.prompt_length for p in parts)
+    ids, masks = [], []
+    for part in parts:
+        extra = width - part.prompt_length
+        ids.append(torch.nn.functional.pad(part.input_ids, (extra, 0), value=pad))
+        masks.append(torch.nn.functional.pad(part.attention_mask, (extra, 0), value=0))
+    attention_mask = torch.cat(masks)
+    return Rollout(
+        input_ids=torch.cat(ids),
+        attention_mask=attention_mask,
+        position_ids=positions(attention_mask),
+        responses=torch.cat([p.responses for p in parts]),
+        response_mask=torch.cat([p.response_mask for p in parts]),
+        prompt_length=width,
+    )
+
+
 def stop_token_ids(tokenizer: Any) -> list[int]:
     """eos, plus ``<|im_end|>`` when the tokenizer has it (chat models end turns with it)."""
     ids = []

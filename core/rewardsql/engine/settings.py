@@ -51,8 +51,6 @@ UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("algorithm.use_kl_in_reward", lambda v: not v,
      "KL in the reward is not implemented locally; use actor_rollout_ref.actor.use_kl_loss"),
     ("algorithm.use_pf_ppo", lambda v: not v, "PF-PPO reweighting is not implemented locally"),
-    ("algorithm.filter_groups.enable", lambda v: not v,
-     "dynamic sampling (filter_groups) is not implemented locally"),
     ("algorithm.rollout_correction.rollout_is", lambda v: v is None,
      "rollout correction needs a separate rollout engine"),
     ("algorithm.rollout_correction.rollout_rs", lambda v: v is None,
@@ -155,6 +153,9 @@ class Settings:
 
     adv_estimator: str
     algorithm: dict[str, Any]
+    filter_groups: bool
+    filter_groups_metric: str
+    max_num_gen_batches: int
 
     reward_manager: str
     reward_manager_settings: dict[str, Any]
@@ -388,6 +389,9 @@ def read_settings(config: Any, *, source: str | None = None) -> Settings:
         val_do_sample=_typed(raw, f"{rollout}.val_kwargs.do_sample", False, bool),
         adv_estimator=adv_estimator,
         algorithm=algorithm,
+        filter_groups=_typed(raw, "algorithm.filter_groups.enable", False, bool),
+        filter_groups_metric=str(_get(raw, "algorithm.filter_groups.metric", "reward")),
+        max_num_gen_batches=_typed(raw, "algorithm.filter_groups.max_num_gen_batches", 0, int),
         reward_manager=str(reward_manager),
         reward_manager_settings=dict(_get(raw, "rewardsql.reward_manager", {})),
         reward_function_path=fn_path,
@@ -432,6 +436,10 @@ def _check_values(s: Settings, source: str | None) -> None:
     if s.train_batch_size % s.ppo_mini_batch_size:
         raise ConfigError(f"data.train_batch_size ({s.train_batch_size}) must be a multiple of it",
                           source=source, key=f"{actor}.ppo_mini_batch_size")
+    if s.filter_groups and s.n < 2:
+        raise ConfigError(f"algorithm.filter_groups keeps groups whose rewards differ; a group of "
+                          f"{s.n} response cannot differ", source=source,
+                          key="actor_rollout_ref.rollout.n")
     if s.temperature <= 0 and s.do_sample:
         raise ConfigError("must be positive when sampling", source=source,
                           key="actor_rollout_ref.rollout.temperature")

@@ -134,3 +134,68 @@ def test_resume_disable_starts_afresh(first_run, fixture, tmp_path):
     assert again.global_step == 2
     assert len(_records(copy)) == 2
     assert ckpt.load_state(again.resumed_from).global_step == 2
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_repeated_prompts_share_one_prompt_encoding_and_sample_the_same(fixture, do_sample,
+                                                                         monkeypatch):
+    from rewardsql.engine import rollout as rollout_module
+    from rewardsql.engine.local import load_prompts
+    from rewardsql.engine.settings import read_settings
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(fixture["model"])
+    model = AutoModelForCausalLM.from_pretrained(fixture["model"], dtype=torch.float32)
+    settings = read_settings(engine_config(fixture))
+    prompts = [p.input_ids for p in load_prompts(settings, tokenizer, val=True)[:3]]
+    grouped = [p for p in prompts for _ in range(4)]  # GRPO's layout: n copies side by side
+
+    caches = []
+    real = rollout_module.shared_prompt_cache
+    monkeypatch.setattr(rollout_module, "shared_prompt_cache",
+                        lambda *args: caches.append(real(*args)) or caches[-1])
+
+    def run(share: bool):
+        torch.manual_seed(0)
+        return rollout_module.generate(model, tokenizer, grouped, max_new_tokens=24,
+                                       do_sample=do_sample, temperature=1.0, top_p=1.0, top_k=-1,
+                                       share_prompts=share)
+
+    plain, shared = run(False), run(True)
+    assert len(caches) == 1 and caches[0] is not None
+    assert torch.equal(plain.responses, shared.responses)
+    assert torch.equal(plain.response_mask, shared.response_mask)
+    # distinct prompts have nothing to share
+    assert real(model, *rollout_module.left_pad(prompts, 0, torch.device("cpu")), prompts) is None
+
+
+def test_grouped_rows_share_the_prompt_pass_with_the_same_log_probs_and_gradients(fixture):
+    from rewardsql.engine import rollout as rollout_module
+    from rewardsql.engine.local import load_prompts
+    from rewardsql.engine.settings import read_settings
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(fixture["model"])
+    model = AutoModelForCausalLM.from_pretrained(fixture["model"], dtype=torch.float32)
+    settings = read_settings(engine_config(fixture))
+    prompts = [p.input_ids for p in load_prompts(settings, tokenizer, val=True)[:3]]
+    torch.manual_seed(0)
+    rollout = rollout_module.generate(model, tokenizer, [p for p in prompts for _ in range(4)],
+                                      max_new_tokens=24, do_sample=True, temperature=1.0,
+                                      top_p=1.0, top_k=-1)
+    model.train()
+
+    def log_probs_and_grads(share: bool):
+        model.zero_grad()
+        log_probs, entropy = rollout_module.forward_log_probs(
+            model, rollout, temperature=0.7, with_entropy=True, share_prompts=share)
+        (log_probs * rollout.response_mask).sum().backward()
+        return log_probs.detach(), entropy.detach(), [p.grad.clone() for p in
+                                                      model.parameters()]
+
+    shared, plain = log_probs_and_grads(True), log_probs_and_grads(False)
+    valid = rollout.response_mask.bool()
+    assert torch.allclose(shared[0][valid], plain[0][valid], atol=1e-4)
+    assert torch.allclose(shared[1][valid], plain[1][valid], atol=1e-4)
+    for a, b in zip(shared[2], plain[2], strict=True):  # summation order differs: compare norms
+        assert (a - b).norm() <= 1e-3 * b.norm() + 1e-8

@@ -45,10 +45,10 @@ QUICK_GRPO: dict[str, Any] = {
     "trainer": {"total_training_steps": 3, "test_freq": -1},
 }
 
-#: torch threads of the demo's evaluation and GRPO. The tiny model's matrices are so small that,
-#: in token-by-token generation, a second thread costs more in synchronisation than it saves: one
-#: thread measured 2-7x faster on 2 shared cores.
-DEMO_THREADS = 1
+#: torch threads of the demo's evaluation and GRPO (None: torch's default, every core). With
+#: GRPO's 64-row batches, two threads on 2 idle cores generate and update ~1.7x faster than one;
+#: on cores other processes keep busy, one thread is faster (`rewardsql demo --threads 1`).
+DEMO_THREADS: int | None = None
 #: torch threads of SFT (None: torch's default, every core). Its batches (8 sequences of ~190
 #: tokens, forward and backward) keep two cores busy: ~1.6x faster than one thread on 2 idle
 #: cores (but much slower when other processes compete for the cores).

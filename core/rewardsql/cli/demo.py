@@ -17,8 +17,9 @@ def demo(
         help="Cache of the example data and tiny model (default OUTPUT_DIR/cache).",
         file_okay=False)] = None,
     threads: Annotated[int, typer.Option(
-        min=0, help="torch CPU threads (0: torch's default). One is fastest for the tiny model.")
-    ] = 1,
+        min=0, help="torch CPU threads of evaluation and GRPO (0: torch's default, every core; "
+        "1 is faster when other processes share the cores).")
+    ] = 0,
 ) -> None:
     """Build the bundled example and tiny model, fine-tune, train with GRPO, report dev accuracy.
 

@@ -166,7 +166,7 @@ def test_repeated_prompts_share_one_prompt_encoding_and_sample_the_same(fixture,
     assert torch.equal(plain.responses, shared.responses)
     assert torch.equal(plain.response_mask, shared.response_mask)
     # distinct prompts have nothing to share
-    assert real(model, *rollout_module.left_pad(prompts, 0, torch.device("cpu")), prompts) is None
+    assert real(model, *rollout_module.left_pad(prompts, 0, torch.device("cpu"))) is None
 
 
 def test_grouped_rows_share_the_prompt_pass_with_the_same_log_probs_and_gradients(fixture):

@@ -110,25 +110,27 @@ def response_mask_of(responses: torch.Tensor, stops: Sequence[int]) -> torch.Ten
     return (before == 0).long()
 
 
-def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        prompts: Sequence[Sequence[int]]) -> Any | None:
-    """The KV cache of every prompt but its last token, computed once per distinct prompt.
+def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                        ) -> Any | None:
+    """The KV cache of each row's prompt but its last token, computed once per distinct prompt.
 
-    GRPO samples n responses to each prompt: encoding the prompt once and copying its cache to
-    the n rows saves (n - 1) / n of the prompt's forward pass, which on a CPU is most of the cost
-    of generating short SQL after a long schema prompt. ``generate`` then feeds only the tokens
-    the cache lacks. None when no prompt repeats (nothing to share) or prompts are one token.
+    GRPO samples n responses to each prompt: encoding the prompt once and indexing its cache out
+    to the n rows saves (n - 1) / n of the prompt's forward pass, which on a CPU is most of the
+    cost of short SQL after a long schema prompt. Gradients flow through the indexing. The caller
+    then runs only the tokens the cache lacks. None when no prompt repeats or prompts are one
+    token wide.
     """
-    first: dict[tuple[int, ...], int] = {}
-    row_of = [first.setdefault(tuple(p), len(first)) for p in prompts]
-    if len(first) == len(prompts) or input_ids.shape[1] < 2:
+    width = input_ids.shape[1]
+    if width < 2:
         return None
-    unique_rows = torch.tensor([row_of.index(u) for u in range(len(first))],
-                               device=input_ids.device)
-    ids, mask = input_ids[unique_rows, :-1], attention_mask[unique_rows, :-1]
+    unique, row_of = torch.unique(torch.cat([input_ids, attention_mask], dim=1), dim=0,
+                                  return_inverse=True)
+    if len(unique) == len(input_ids):
+        return None
+    ids, mask = unique[:, :width - 1], unique[:, width:2 * width - 1]
     cache = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
                   use_cache=True).past_key_values
-    cache.batch_select_indices(torch.tensor(row_of, device=input_ids.device))
+    cache.batch_select_indices(row_of)
     return cache
 
 
@@ -162,8 +164,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *, ma
         for start in range(0, len(prompts), chunk):
             ids = input_ids[start:start + chunk]
             mask = attention_mask[start:start + chunk]
-            cache = (shared_prompt_cache(model, ids, mask, prompts[start:start + chunk])
-                     if share_prompts else None)
+            cache = shared_prompt_cache(model, ids, mask) if share_prompts else None
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                                  **({"past_key_values": cache} if cache is not None else {}))
             resp = out[:, ids.shape[1]:]
@@ -192,25 +193,19 @@ def response_logits(model: Any, rollout: Rollout, *, share_prompts: bool = True)
     """Logits (B, T, V) that predict each response token.
 
     With ``share_prompts``, rows with the same prompt (a GRPO group) share one forward pass over
-    the prompt: its KV cache is computed once per distinct prompt and indexed out to the rows,
-    gradients included, so only the response tokens run per row. The logits are those of one
-    pass over every full row, up to float summation order.
+    the prompt (shared_prompt_cache) and only their response tokens run per row. The logits are
+    those of one pass over every full row, up to float summation order.
     """
     p, t = rollout.prompt_length, rollout.responses.shape[1]
-    if share_prompts and p >= 2:
-        prompt_rows = torch.cat([rollout.input_ids[:, :p], rollout.attention_mask[:, :p]], dim=1)
-        unique, row_of = torch.unique(prompt_rows, dim=0, return_inverse=True)
-        if len(unique) < len(rollout):
-            ids, mask = unique[:, :p - 1], unique[:, p:2 * p - 1]
-            cache = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                          use_cache=True).past_key_values
-            cache.batch_select_indices(row_of)
-            # the last prompt token and the responses but their last: each predicts the next
-            columns = slice(p - 1, p - 1 + t)
-            return model(input_ids=rollout.input_ids[:, columns],
-                         attention_mask=rollout.attention_mask[:, :p - 1 + t],
-                         position_ids=rollout.position_ids[:, columns],
-                         past_key_values=cache, use_cache=True).logits
+    cache = (shared_prompt_cache(model, rollout.input_ids[:, :p], rollout.attention_mask[:, :p])
+             if share_prompts else None)
+    if cache is not None:
+        # the last prompt token and the responses but their last: each predicts the next
+        columns = slice(p - 1, p - 1 + t)
+        return model(input_ids=rollout.input_ids[:, columns],
+                     attention_mask=rollout.attention_mask[:, :p - 1 + t],
+                     position_ids=rollout.position_ids[:, columns],
+                     past_key_values=cache, use_cache=True).logits
     logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
                    position_ids=rollout.position_ids, use_cache=False).logits
     # logits at column c predict token c + 1; responses occupy columns P .. P + T - 1

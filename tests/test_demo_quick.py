@@ -32,6 +32,11 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
         report["grpo"]["dev_accuracy"] - report["sft"]["dev_accuracy"])
     assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s", "total_s"}
     assert report["settings"]["quick"] is True
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
+    assert report["environment"]["device"] == device
+    assert report["settings"]["grpo"]["trainer"]["device"] == device
     assert report["settings"]["grpo"]["algorithm"]["adv_estimator"] == "grpo_weighted"
     # GRPO trains on the rl split (values SFT never saw), evaluates on dev
     data = report["settings"]["grpo"]["data"]
@@ -57,3 +62,17 @@ def test_demo_without_output_dir_is_a_usage_error():
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0
     assert "--output-dir" in proc.stderr
+
+
+def test_demo_device_cuda_without_a_gpu_fails_before_any_work(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "rewardsql", "demo", "--quick", "--device", "cuda",
+                           "--output-dir", str(out)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert "key 'device': CUDA is not available" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "cache").exists()  # nothing was built

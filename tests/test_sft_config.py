@@ -9,7 +9,7 @@ import pytest
 from _tiny_helpers import PAPER_SFT_CONFIG, TINY_SFT_CONFIG, quick_example, run_cli, tiny_model
 from rewardsql.config import ConfigError
 from rewardsql.sft import SFTConfig, parse_overrides
-from rewardsql.sft.train import attention_implementation, check_deepspeed
+from rewardsql.sft.train import attention_implementation, check_deepspeed, check_device
 
 BASE = {"model_name_or_path": "m", "train_file": "t.jsonl", "output_dir": "o"}
 
@@ -29,6 +29,7 @@ def test_defaults_and_overrides(tmp_path):
     assert config.lora.target_modules == ("q_proj",)
     assert config.report_to == ("x",)
     assert config.flash_attention == "auto" and config.resume_from_checkpoint == "auto"
+    assert config.device == "auto"
     # to_dict round-trips through from_dict
     assert SFTConfig.from_dict(config.to_dict()) == config
     assert config.replace(num_train_epochs=2).num_train_epochs == 2.0
@@ -41,6 +42,7 @@ def test_defaults_and_overrides(tmp_path):
     ({**BASE, "learning_rate": "fast"}, "learning_rate", "non-negative number"),
     ({**BASE, "bf16": "yes"}, "bf16", "true or false"),
     ({**BASE, "flash_attention": "maybe"}, "flash_attention", '"auto", true or false'),
+    ({**BASE, "device": "gpu"}, "device", '"auto", "cpu" or "cuda"'),
     ({**BASE, "lr_scheduler_type": "cosin"}, "lr_scheduler_type", "expected one of"),
     ({**BASE, "lora": {"alpah": 8}}, "lora.alpah", "did you mean 'alpha'"),
     ({**BASE, "lora": {"dropout": 1.5}}, "lora.dropout", "[0, 1)"),
@@ -113,3 +115,17 @@ def test_deepspeed_requested_but_not_installed(tmp_path):
     with pytest.raises(ConfigError, match=r"pip install rewardsql\[deepspeed\]"):
         check_deepspeed(config)
     check_deepspeed(SFTConfig.from_dict(BASE))  # no DeepSpeed asked: nothing to check
+
+
+def test_device_cuda_without_a_gpu_is_an_error():
+    import torch
+
+    check_device("auto")
+    check_device("cpu")
+    if torch.cuda.is_available():
+        check_device("cuda")
+        return
+    # the CI machine: CPU-only torch, so asking for CUDA must fail, naming the key
+    with pytest.raises(ConfigError, match="CUDA is not available") as info:
+        check_device("cuda")
+    assert info.value.key == "device" and torch.__version__ in str(info.value)

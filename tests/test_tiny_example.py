@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _tiny_helpers import quick_example, read_jsonl
+from _tiny_helpers import quick_example, read_jsonl, tiny_model
 from rewardsql.data.prompts import build_messages, schema_ddl
 from rewardsql.tiny import DATA_SOURCE, build_example
 from rewardsql.tiny.questions import ValueSplit
@@ -222,6 +222,25 @@ def test_sft_files_pair_the_prompt_with_the_gold_cocte(tmp_path_factory):
         assert answer == {"role": "assistant", "content": row["reward_model"]["ground_truth"]}
     corpus = list(example.corpus())
     assert len(corpus) == 3 * example.n_train  # system, user, assistant: train only
+    # every quoted value is blanked, and only that: the questions and SQL are otherwise intact
+    assert not any(re.search(r"'[^']+'", text) for text in corpus)
+    assert sum("''" in text for text in corpus) >= example.n_train  # most questions name a value
+    assert any("WITH " in text and " FROM " in text for text in corpus)
+
+
+def test_no_value_is_a_word_of_the_tokenizer(tmp_path_factory):
+    # the tokenizer learned no value as a word, so train values are spelled in pieces just like
+    # the dev values it never saw (with values in its corpus, ~100 train words were one token)
+    from transformers import AutoTokenizer
+
+    example = quick_example(tmp_path_factory)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model(tmp_path_factory))
+    for questions in (example.train_json, example.dev_json):
+        words = {w for q in json.loads(questions.read_text()) for v in q["values"]
+                 if isinstance(v, str) for w in v.split() if not w.isdigit()}
+        assert len(words) > 20, questions
+        whole = sorted(w for w in words if len(tokenizer.encode(w)) == 1)
+        assert not whole, f"{questions.name}: {whole}"
 
 
 def test_unknown_scale_is_an_error(tmp_path):

@@ -273,7 +273,8 @@ def test_without_gpu_training_stops_before_ray_and_points_to_local(full_batch: P
     import ray
     import torch
 
-    assert not torch.cuda.is_available()  # this machine: the real condition, not mocked
+    if torch.cuda.is_available():  # the real condition, not mocked: CI has no GPU
+        pytest.skip("this machine has a GPU")
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                    "-o", str(tmp_path / "out"))
     assert result.exit_code == 1

@@ -40,7 +40,7 @@ MODEL_SIZE = "tiny"
 QUICK_SFT: dict[str, Any] = {"num_train_epochs": 1, "max_steps": 30}
 QUICK_GRPO: dict[str, Any] = {
     "data": {"train_batch_size": 4, "val_max_samples": 24, "val_batch_size": 24,
-             "max_response_length": 64},
+             "max_response_length": 80},
     "actor_rollout_ref": {"actor": {"ppo_mini_batch_size": 4}, "rollout": {"n": 4}},
     "trainer": {"total_training_steps": 3, "test_freq": -1},
 }
@@ -93,19 +93,36 @@ def grpo_config(example: Any, model_path: Path, *, quick: bool, seed: int) -> di
     return merge(config, QUICK_GRPO) if quick else config
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one fails."""
+    import torch
+
+    from rewardsql.sft.train import check_device
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f'expected "auto", "cpu" or "cuda", got {device!r}', key="device")
+    check_device(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
              cache_dir: Path | None = None, threads: int | None = DEMO_THREADS,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+             device: str = "auto", echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo into ``output_dir``; return the report (also written to report.json).
 
     ``threads``: torch's intra-op threads for evaluation and GRPO (None leaves torch's default);
-    SFT runs with ``SFT_THREADS``.
+    SFT runs with ``SFT_THREADS``. ``device``: where SFT, evaluation and GRPO run (``auto``: the
+    GPU when there is one; the README's figures are for ``cpu``).
     """
     import torch
 
     from rewardsql.engine.local import evaluate_model, run_local
     from rewardsql.sft import SFTConfig, run_sft
     from rewardsql.tiny import build_example, build_tiny_model
+
+    device = resolve_device(device)
 
     default_threads = torch.get_num_threads()
     if threads is not None:
@@ -133,7 +150,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     echo("[2/5] supervised fine-tuning")
     sft_dir = output_dir / "sft"
     overrides = {"model_name_or_path": str(model_dir), "train_file": str(example.sft_train),
-                 "output_dir": str(sft_dir), "eval_file": None}
+                 "output_dir": str(sft_dir), "eval_file": None, "device": device}
     if quick:
         overrides.update(QUICK_SFT)
     sft_threads = SFT_THREADS or default_threads
@@ -144,7 +161,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
         torch.set_num_threads(threads or default_threads)
     t = lap("sft_s", t)
 
-    config = grpo_config(example, sft_dir, quick=quick, seed=seed)
+    config = merge(grpo_config(example, sft_dir, quick=quick, seed=seed),
+                   {"trainer": {"device": device}})
     echo("[3/5] dev execution accuracy after SFT (greedy)")
     before = evaluate_model(config)
     t = lap("sft_eval_s", t)
@@ -198,6 +216,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
+            "device": device,
+            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
             "torch_threads": _torch_threads(),
             "sft_torch_threads": sft_threads,
         },

@@ -20,6 +20,9 @@ def demo(
         min=0, help="torch CPU threads of evaluation and GRPO (0: torch's default, every core; "
         "1 is faster when other processes share the cores).")
     ] = 0,
+    device: Annotated[str, typer.Option(
+        help="Where SFT, evaluation and GRPO run: auto (the GPU when there is one), cpu or cuda. "
+        "The README's timings are for cpu.")] = "auto",
 ) -> None:
     """Build the bundled example and tiny model, fine-tune, train with GRPO, report dev accuracy.
 
@@ -31,7 +34,7 @@ def demo(
 
     try:
         run_demo(output_dir, quick=quick, seed=seed, cache_dir=cache_dir,
-                 threads=threads or None, echo=typer.echo)
+                 threads=threads or None, device=device, echo=typer.echo)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -35,7 +35,8 @@ class SFTConfig:
     ``resume_from_checkpoint``: ``"auto"`` resumes from the newest checkpoint in ``output_dir``
     when there is one, a path resumes from that checkpoint, ``None`` starts afresh.
     ``max_steps`` > 0 overrides ``num_train_epochs``. ``deepspeed`` is a DeepSpeed config file or
-    an inline mapping.
+    an inline mapping. ``device``: ``"auto"`` trains on the GPU when there is one, ``"cpu"`` on the
+    CPU, ``"cuda"`` on the GPU or fails.
     """
 
     model_name_or_path: str
@@ -57,6 +58,7 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     deepspeed: str | dict[str, Any] | None = None
     flash_attention: str | bool = "auto"
+    device: str = "auto"
     lora: LoraSettings | None = None
     report_to: str | tuple[str, ...] = "none"
     seed: int = 42
@@ -190,6 +192,10 @@ def _check(key: str, value: Any, source: Any) -> Any:
     if key == "flash_attention":
         if value not in ("auto", True, False):
             raise fail('expected "auto", true or false')
+        return value
+    if key == "device":
+        if value not in ("auto", "cpu", "cuda"):
+            raise fail('expected "auto", "cpu" or "cuda"')
         return value
     if key == "deepspeed":
         if value is not None and not isinstance(value, (str, dict)):

@@ -84,6 +84,17 @@ def bf16_supported() -> bool:
     return False
 
 
+def check_device(device: str) -> None:
+    """``device: cuda`` on a machine without a usable GPU is an error, not a silent CPU run."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        build = (f"built for CUDA {torch.version.cuda}" if torch.version.cuda
+                 else "a CPU-only build")
+        raise ConfigError(f"CUDA is not available (torch {torch.__version__}, {build}); use "
+                          '"auto" or "cpu"', key="device")
+
+
 def check_deepspeed(config: SFTConfig) -> None:
     if config.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError("a DeepSpeed config is set but the deepspeed package is not installed: "
@@ -140,6 +151,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     check_paths(config)
+    check_device(config.device)
     check_deepspeed(config)
     attn = attention_implementation(config.flash_attention)
     bf16 = config.bf16
@@ -221,7 +233,7 @@ def _training_arguments(config: SFTConfig, bf16: bool, has_eval: bool, major: in
         eval_strategy="steps" if has_eval else "no",
         eval_steps=config.eval_steps or config.save_steps,
         remove_unused_columns=False, dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=config.device == "cpu" or not torch.cuda.is_available(),
     )
     # transformers 5 takes the warmup ratio as a float warmup_steps; 4.x has warmup_ratio
     if major >= 5:

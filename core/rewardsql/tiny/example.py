@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ DATA_SOURCE = "rewardsql_tiny"
 #: Sample values per column in the prompt's schema. None, because the tiny model needs short prompts
 #: and every value a question filters on is written in the question.
 SAMPLE_VALUES = 0
+#: A quoted SQL string literal ('' inside is an escaped quote): a value in a question or its SQL.
+QUOTED_VALUE = re.compile(r"'(?:[^']|'')*'")
 #: Questions per split at each scale.
 SCALES: dict[str, dict[str, int]] = {
     "full": {"train": 3000, "rl": 600, "dev": 300},
@@ -74,11 +77,17 @@ class TinyExample:
         return self.db_root / db_id / f"{db_id}.sqlite"
 
     def corpus(self) -> Iterator[str]:
-        """Training text for a tokenizer: every train SFT message (never dev text)."""
+        """Training text for a tokenizer: every train SFT message (never dev text), with each
+        quoted value blanked (``'Lyon'`` -> ``''``).
+
+        A tokenizer that learns no value as a word spells the values of every split in the same
+        small pieces, so SFT must learn to copy a value from the question instead of recalling
+        the train values as whole tokens (examples/tiny/README.md, round 6).
+        """
         with open(self.sft_train, encoding="utf-8") as handle:
             for line in handle:
                 for message in json.loads(line)["messages"]:
-                    yield message["content"]
+                    yield QUOTED_VALUE.sub("''", message["content"])
 
 
 def _paths(out: Path) -> dict[str, Path]:

@@ -28,8 +28,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 #: Model sizes: (hidden size, layers, attention heads, key/value heads, MLP size, vocabulary).
-#: With the example's ~1,250-token vocabulary: micro ~0.1M parameters (tests only: fast, learns
-#: little), mini ~0.75M, tiny ~1.8M (the default), small ~5M.
+#: With the example's ~840-token vocabulary: micro ~0.1M parameters (tests only: fast, learns
+#: little), mini ~0.7M, tiny ~1.7M (the default), small ~5M.
 SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
     "micro": (64, 2, 4, 2, 128, 2048),
     "mini": (128, 3, 4, 2, 384, 2048),

@@ -97,9 +97,10 @@ def resolve_device(device: str) -> str:
     """``auto``: ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one fails."""
     import torch
 
+    from rewardsql.sft.config import DEVICES
     from rewardsql.sft.train import check_device
 
-    if device not in ("auto", "cpu", "cuda"):
+    if device not in DEVICES:
         raise ConfigError(f'expected "auto", "cpu" or "cuda", got {device!r}', key="device")
     check_device(device)
     if device == "auto":

@@ -26,6 +26,10 @@ class LoraSettings:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
+#: Values of ``device`` (SFT's key and ``rewardsql demo --device``).
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class SFTConfig:
     """Supervised fine-tuning settings (the keys of ``sft_config.json``).
@@ -194,7 +198,7 @@ def _check(key: str, value: Any, source: Any) -> Any:
             raise fail('expected "auto", true or false')
         return value
     if key == "device":
-        if value not in ("auto", "cpu", "cuda"):
+        if value not in DEVICES:
             raise fail('expected "auto", "cpu" or "cuda"')
         return value
     if key == "deepspeed":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rewardsql import demo
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +29,13 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
     assert set(report) >= REPORT_KEYS
     for stage in ("sft", "grpo"):
         assert 0.0 <= report[stage]["dev_accuracy"] <= 1.0
+        assert 0.0 <= report[stage]["own_prompts_accuracy"] <= 1.0
+    # --quick: 3 steps of 4 prompts, each drawn once (rl has 80 prompts)
+    assert report["grpo"]["own_prompts_count"] == min(12, demo.OWN_PROMPTS_EVALUATED)
     assert report["improvement"] == pytest.approx(
         report["grpo"]["dev_accuracy"] - report["sft"]["dev_accuracy"])
-    assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s", "total_s"}
+    assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s",
+                                       "own_prompts_eval_s", "total_s"}
     assert report["settings"]["quick"] is True
     import torch
 

@@ -141,18 +141,21 @@ def test_a_dynamic_run_resumes_where_it_stopped(fixture, mixed_train, tmp_path):
     config = _dynamic(fixture, mixed_train)
     config["trainer"]["total_training_steps"] = 2
     out = tmp_path / "full"
-    run_local(config, out)
+    full = run_local(config, out)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["filter_groups/gen_batches"] >= 1 for r in records)
     state = json.loads((out / "checkpoints" / "global_step_2" / "trainer_state.json").read_text())
     assert state["batches_drawn"] == sum(r["filter_groups/gen_batches"] for r in records)
+    # every prompt of every batch drawn, the left-out ones included
+    batch = config["data"]["train_batch_size"]
+    assert len(full.trained_prompts) == state["batches_drawn"] * batch
 
     resumed = tmp_path / "resumed"
     shutil.copytree(out / "checkpoints" / "global_step_1",
                     resumed / "checkpoints" / "global_step_1")
     (resumed / "metrics.jsonl").write_text(
         (out / "metrics.jsonl").read_text().splitlines()[0] + "\n")
-    run_local(config, resumed)
+    assert run_local(config, resumed).trained_prompts == full.trained_prompts
     again = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
     for key in ("filter_groups/gen_batches", "reward/mean", "actor/loss"):
         assert again[1][key] == pytest.approx(records[1][key], rel=1e-5, abs=1e-7), key

@@ -63,6 +63,9 @@ def test_trains_with_the_real_plugins(first_run):
     assert final.config.model_type == "qwen2"
     # dev accuracy at the end (test_freq -1 still evaluates the last step)
     assert [s for s, _ in result.dev_history] == [2]
+    # both training prompts in each of the two steps (one batch of 2 per epoch), reshuffled
+    assert len(result.trained_prompts) == 4
+    assert sorted(result.trained_prompts[:2]) == sorted(result.trained_prompts[2:]) == [0, 1]
     assert json.loads((out / "dev.jsonl").read_text().splitlines()[-1])["dev/count"] == 4
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -100,6 +103,7 @@ def test_checkpoint_resumes_to_the_same_step_and_optimizer_state(first_run, fixt
     resumed = run_local(engine_config(fixture), resumed_out)
     assert resumed.resumed_from == resumed_out / "checkpoints" / "global_step_1"
     assert resumed.global_step == 2
+    assert resumed.trained_prompts == first_run[0].trained_prompts
     # deterministic on CPU: step 2 after resuming equals step 2 of the uninterrupted run
     first, again = _records(out), _records(resumed_out)
     assert [r["step"] for r in again] == [1, 2]
@@ -134,6 +138,19 @@ def test_resume_disable_starts_afresh(first_run, fixture, tmp_path):
     assert again.global_step == 2
     assert len(_records(copy)) == 2
     assert ckpt.load_state(again.resumed_from).global_step == 2
+
+
+def test_evaluate_model_on_chosen_prompts(fixture):
+    from rewardsql.engine.local import evaluate_model
+
+    # the two taught training questions (answered right) then the four dev ones (answered wrong)
+    config = engine_config(fixture, data={"val_files": [str(fixture["train"]),
+                                                        str(fixture["dev"])]})
+    assert evaluate_model(config).count == 6
+    right, wrong = (evaluate_model(config, prompt_indices=[i]) for i in (1, 4))
+    assert (right.count, right.accuracy) == (1, 1.0)
+    assert (wrong.count, wrong.accuracy) == (1, 0.0)
+    assert evaluate_model(config, prompt_indices=[4, 0, 5, 1]).accuracy == 0.5
 
 
 @pytest.mark.parametrize("do_sample", [False, True])

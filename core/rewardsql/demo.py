@@ -4,14 +4,17 @@ Builds the example data and the tiny model (cached), fine-tunes it on the train 
 (``rewardsql sft`` with ``examples/tiny/sft_config.json``), evaluates greedy dev execution
 accuracy, trains with GRPO on the rl split (questions whose values SFT never saw) on the local
 engine (``examples/tiny/grpo.yaml``: the SQL verifier and ``grpo_weighted``), evaluates again, and
-writes ``report.json`` and ``report.png``.
+writes ``report.json`` and ``report.png``. Greedy accuracy on rl questions GRPO trained on, with
+the SFT and the GRPO model, is reported beside dev's: whether GRPO learned its own prompts, and
+whether that carried over to questions it never saw.
 
 Layout of the output directory::
 
     cache/           example data and tiny model (reused when their inputs are unchanged)
     sft/             the fine-tuned model
     grpo/            metrics.jsonl, dev.jsonl, tensorboard/, final_model/
-    report.json      sft.dev_accuracy, grpo.dev_accuracy, timings, settings
+    report.json      sft.dev_accuracy, grpo.dev_accuracy, *.own_prompts_accuracy (GRPO's
+                     own rl prompts), timings, settings
     report.png       GRPO reward and dev accuracy over steps
 """
 
@@ -53,6 +56,11 @@ DEMO_THREADS: int | None = None
 #: tokens, forward and backward) keep two cores busy: ~1.6x faster than one thread on 2 idle
 #: cores (but much slower when other processes compete for the cores).
 SFT_THREADS: int | None = None
+
+#: How many of the rl questions GRPO trained on (the first drawn) the report evaluates, greedy,
+#: with the SFT and the GRPO model, beside dev: whether GRPO learned its own prompts, and
+#: whether that carried over to questions it never saw.
+OWN_PROMPTS_EVALUATED = 160
 
 REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"
@@ -175,7 +183,13 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     if after is None:  # the engine evaluates at the last step whenever there are dev files
         raise RuntimeError("the GRPO run made no dev evaluation")
 
-    echo("[5/5] report")
+    echo("[5/5] accuracy on GRPO's own prompts before and after GRPO (greedy), report")
+    own = list(dict.fromkeys(run.trained_prompts))[:OWN_PROMPTS_EVALUATED]
+    own_config = merge(config, {"data": {"val_files": config["data"]["train_files"],
+                                         "val_max_samples": -1}})
+    own_before = evaluate_model(own_config, prompt_indices=own)
+    own_after = evaluate_model(own_config, run.final_model_dir, prompt_indices=own)
+    t = lap("own_prompts_eval_s", t)
     from rewardsql.engine.metrics import read_metrics
 
     steps = read_metrics(run.output_dir)
@@ -185,6 +199,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "dev_accuracy": before.accuracy,
             "dev_count": before.count,
             "dev_statuses": before.statuses,
+            "own_prompts_accuracy": own_before.accuracy,
             "train_loss_first": sft.first_loss,
             "train_loss_final": sft.final_loss,
             "steps": sft.steps,
@@ -193,6 +208,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
         "grpo": {
             "dev_accuracy": after,
             "dev_history": [[0, before.accuracy], *[[s, a] for s, a in run.dev_history]],
+            "own_prompts_accuracy": own_after.accuracy,
+            "own_prompts_count": own_after.count,
             "steps": run.global_step,
             "reward_mean_first": steps[0]["reward/mean"] if steps else None,
             "reward_mean_last": steps[-1]["reward/mean"] if steps else None,
@@ -224,7 +241,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
         },
     }
     atomic_write_json(output_dir / REPORT_JSON, report)
-    plot_report(steps, report["grpo"]["dev_history"], output_dir / REPORT_PNG)
+    plot_report(steps, report["grpo"]["dev_history"], output_dir / REPORT_PNG,
+                own_prompts=(own_before.accuracy, own_after.accuracy))
     echo(summary_table(report))
     return report
 
@@ -235,8 +253,10 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], path: Path) -> None:
-    """Two panels: mean training reward per GRPO step; dev accuracy at each evaluation."""
+def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], path: Path,
+                own_prompts: tuple[float, float] | None = None) -> None:
+    """Two panels: mean training reward per GRPO step; greedy accuracy on dev at each evaluation
+    and, when given, on GRPO's own prompts before and after GRPO."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,10 +281,14 @@ def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], pat
     left.grid(alpha=0.3)
     left.legend(loc="upper left")
     right.plot([s for s, _ in dev_history], [a for _, a in dev_history], marker="o",
-               color="tab:green")
+               color="tab:green", label="dev (never trained on)")
+    if own_prompts is not None:
+        right.plot([0, dev_history[-1][0]], list(own_prompts), marker="s", linestyle="--",
+                   color="tab:gray", label="GRPO's own prompts")
     right.set_xlabel("GRPO step (0 = after SFT)")
-    right.set_ylabel("dev execution accuracy (greedy)")
-    right.set_title("Dev accuracy")
+    right.set_ylabel("execution accuracy (greedy)")
+    right.set_title("Accuracy")
+    right.legend(loc="upper left")
     right.set_ylim(-0.02, 1.02)
     right.grid(alpha=0.3)
     fig.tight_layout()
@@ -281,11 +305,17 @@ def summary_table(report: Mapping[str, Any]) -> str:
         ("dev accuracy after GRPO", f"{report['grpo']['dev_accuracy']:.3f}"),
         ("change", f"{report['improvement']:+.3f}"),
         ("dev questions evaluated", str(report["sft"]["dev_count"])),
+        ("GRPO's own prompts: accuracy after SFT",
+         f"{report['sft']['own_prompts_accuracy']:.3f}"),
+        ("GRPO's own prompts: accuracy after GRPO",
+         f"{report['grpo']['own_prompts_accuracy']:.3f}"),
+        ("GRPO's own prompts evaluated", str(report["grpo"]["own_prompts_count"])),
         ("GRPO steps", str(report["grpo"]["steps"])),
         ("time: data + model", f"{t['build_s']:.0f} s"),
         ("time: SFT", f"{t['sft_s']:.0f} s"),
         ("time: dev eval after SFT", f"{t['sft_eval_s']:.0f} s"),
         ("time: GRPO (with dev evals)", f"{t['grpo_s']:.0f} s"),
+        ("time: own-prompt evals", f"{t['own_prompts_eval_s']:.0f} s"),
         ("time: total", f"{t['total_s']:.0f} s"),
     ]
     width = max(len(name) for name, _ in rows)

@@ -109,6 +109,14 @@ def tokenize_prompts(
     return prompts
 
 
+def drawn_prompts(n_prompts: int, batch_size: int, batches: int, *, seed: int,
+                  shuffle: bool) -> list[int]:
+    """Indices of the prompts in the first ``batches`` batches drawn, in order (the prompts a run
+    sampled from; with dynamic sampling, also those of batches it left out)."""
+    return [i for b in range(batches)
+            for i in batch_indices(n_prompts, batch_size, b, seed=seed, shuffle=shuffle)[2]]
+
+
 def batch_indices(n_prompts: int, batch_size: int, step: int, *, seed: int,
                   shuffle: bool) -> tuple[int, int, list[int]]:
     """(epoch, batch in epoch, prompt indices) of global step ``step`` (0-based), drop_last."""

@@ -21,7 +21,7 @@ import torch
 
 from rewardsql.config import ConfigError
 from rewardsql.engine import checkpoint as ckpt
-from rewardsql.engine.data import Prompt, batch_indices, read_rows, tokenize_prompts
+from rewardsql.engine.data import Prompt, batch_indices, drawn_prompts, read_rows, tokenize_prompts
 from rewardsql.engine.evaluate import (
     EvalResult,
     accuracy_of,
@@ -57,7 +57,8 @@ DEV_FILE = "dev.jsonl"
 @dataclass
 class LocalRunResult:
     """What a local run did. ``dev_history`` holds (step, dev accuracy) pairs, step 0 being the
-    evaluation before training (``trainer.val_before_train``)."""
+    evaluation before training (``trainer.val_before_train``). ``trained_prompts``: indices into
+    data.train_files of the prompts the run sampled, in the order drawn (resumed runs included)."""
 
     output_dir: Path
     global_step: int
@@ -67,6 +68,7 @@ class LocalRunResult:
     final_model_dir: Path | None = None
     metrics_path: Path | None = None
     seconds: float = 0.0
+    trained_prompts: list[int] = field(default_factory=list)
 
     @property
     def final_dev_accuracy(self) -> float | None:
@@ -146,19 +148,23 @@ def _eval(model: Any, tokenizer: Any, prompts: list[Prompt], reward: RewardSourc
                     top_p=settings.val_top_p, top_k=settings.val_top_k)
 
 
-def evaluate_model(config: Any, model_path: str | Path | None = None) -> EvalResult:
-    """Greedy dev evaluation of ``model_path`` (default: the config's model) on data.val_files,
-    scored with the config's reward plugin."""
+def evaluate_model(config: Any, model_path: str | Path | None = None, *,
+                   prompt_indices: Sequence[int] | None = None) -> EvalResult:
+    """Greedy dev evaluation of ``model_path`` (default: the config's model) on data.val_files
+    (only the prompts at ``prompt_indices`` when given), scored with the config's reward plugin.
+    """
     settings = read_settings(config)
     if not settings.val_files:
         raise ConfigError("required key is missing", key="data.val_files")
     device = select_device(settings)
     tokenizer = load_tokenizer(settings)
     model = load_model(model_path or settings.model_path, settings, device)
+    prompts = load_prompts(settings, tokenizer, val=True)
+    if prompt_indices is not None:
+        prompts = [prompts[i] for i in prompt_indices]
     reward = RewardSource(settings, tokenizer)
     try:
-        return _eval(model, tokenizer, load_prompts(settings, tokenizer, val=True), reward,
-                     settings)
+        return _eval(model, tokenizer, prompts, reward, settings)
     finally:
         reward.close()
 
@@ -267,7 +273,10 @@ def run_local(config: Any, output_dir: Path) -> LocalRunResult:
         resumed_from=resumed_from,
         dev_history=[(int(s), float(a)) for s, a in state.dev_history],
         final_model_dir=final_dir, metrics_path=metrics.path,
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started,
+        trained_prompts=drawn_prompts(len(train_prompts), settings.train_batch_size,
+                                      state.batches_drawn, seed=settings.seed,
+                                      shuffle=settings.shuffle))
 
 
 def on_policy(settings: Settings) -> bool:

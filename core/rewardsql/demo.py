@@ -15,7 +15,7 @@ Layout of the output directory::
     grpo/            metrics.jsonl, dev.jsonl, tensorboard/, final_model/
     report.json      sft.dev_accuracy, grpo.dev_accuracy, *.own_prompts_accuracy (GRPO's
                      own rl prompts), timings, settings
-    report.png       GRPO reward and dev accuracy over steps
+    report.png       GRPO reward over steps; dev accuracy, and accuracy on GRPO's own prompts
 """
 
 from __future__ import annotations

@@ -54,6 +54,9 @@ def plugin(session: nox.Session, plugin: str) -> None:
 def template(session: nox.Session) -> None:
     """Install the third-party plugin template like a user would, list it, check it, test it."""
     _install(session, ".[test]", str(TEMPLATE))
+    # a non-editable install: the demo's configs must be in the package, not only in the checkout
+    session.run("python", "-c", "from rewardsql.demo import GRPO_CONFIG as G, SFT_CONFIG as S; "
+                "assert G.is_file() and S.is_file(), 'demo configs not installed'")
     listing = session.run("rewardsql", "plugins", "list", "--json", silent=True)
     records = {r["plugin"]: r for r in json.loads(listing)}
     record = records.get("rewardsql-example-reward")

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from rewardsql.tiny import TinyExample, build_example, build_tiny_model
+from rewardsql.tiny import CONFIG_DIR, TinyExample, build_example, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SFT_CONFIG = REPO / "examples" / "tiny" / "sft_config.json"
+TINY_SFT_CONFIG = CONFIG_DIR / "sft_config.json"
 PAPER_SFT_CONFIG = REPO / "examples" / "rewardsql" / "sft_config.json"
 
 

@@ -79,6 +79,16 @@ def test_free_sections_take_any_key():
     read_settings(with_("rewardsql.reward_manager", {"timeout": 3}))
 
 
+def test_reward_kwargs_reach_the_custom_reward_function():
+    # verl reads reward.custom_reward_function.reward_kwargs, absent from its flattened defaults
+    config = with_("reward.custom_reward_function", {
+        "path": "reward.py", "name": "compute_score", "reward_kwargs": {"scale": 2}})
+    assert read_settings(config).reward_kwargs == {"scale": 2}
+    with pytest.raises(ConfigError) as err:
+        read_settings(with_("reward.custom_reward_function.reward_kwarg", {"scale": 2}))
+    assert err.value.key == "reward.custom_reward_function.reward_kwarg"
+
+
 def test_conflicting_grad_clip_settings_are_an_error():
     config = with_("actor_rollout_ref.actor.grad_clip", 0.5)
     config["actor_rollout_ref"]["actor"]["optim"] = {"clip_grad": 1.0}

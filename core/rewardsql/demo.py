@@ -1,12 +1,12 @@
 """``rewardsql demo``: the whole job on the bundled example, end to end, on a CPU in minutes.
 
 Builds the example data and the tiny model (cached), fine-tunes it on the train split
-(``rewardsql sft`` with ``examples/tiny/sft_config.json``), evaluates greedy dev execution
-accuracy, trains with GRPO on the rl split (questions whose values SFT never saw) on the local
-engine (``examples/tiny/grpo.yaml``: the SQL verifier and ``grpo_weighted``), evaluates again, and
-writes ``report.json`` and ``report.png``. Greedy accuracy on rl questions GRPO trained on, with
-the SFT and the GRPO model, is reported beside dev's: whether GRPO learned its own prompts, and
-whether that carried over to questions it never saw.
+(``rewardsql sft`` with ``SFT_CONFIG``), evaluates greedy dev execution accuracy, trains with GRPO
+on the rl split (questions whose values SFT never saw) on the local engine (``GRPO_CONFIG``: the
+SQL verifier and ``grpo_weighted``), evaluates again, and writes ``report.json`` and
+``report.png``. Greedy accuracy on rl questions GRPO trained on, with the SFT and the GRPO model,
+is reported beside dev's: whether GRPO learned its own prompts, and whether that carried over to
+questions it never saw.
 
 Layout of the output directory::
 
@@ -31,11 +31,11 @@ from typing import Any
 import rewardsql
 from rewardsql.config import ConfigError, load_config
 from rewardsql.io import atomic_write, atomic_write_json
+from rewardsql.tiny import CONFIG_DIR
 
-#: The bundled example's config files (a source checkout's ``examples/tiny``).
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "tiny"
-#: Overridden by ``$REWARDSQL_EXAMPLES_DIR`` (an installed package has no examples/ beside it).
-EXAMPLES_ENV = "REWARDSQL_EXAMPLES_DIR"
+#: The demo's SFT and GRPO configs, shipped inside the package so an installed rewardsql runs it.
+SFT_CONFIG = CONFIG_DIR / "sft_config.json"
+GRPO_CONFIG = CONFIG_DIR / "grpo.yaml"
 #: Size of the tiny model (rewardsql.tiny.model.SIZES).
 MODEL_SIZE = "tiny"
 
@@ -66,16 +66,6 @@ REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"
 
 
-def examples_dir() -> Path:
-    """Where ``sft_config.json`` and ``grpo.yaml`` are read from."""
-    path = Path(os.environ.get(EXAMPLES_ENV, EXAMPLES_DIR))
-    if not (path / "grpo.yaml").is_file() or not (path / "sft_config.json").is_file():
-        raise ConfigError(
-            f"the demo's configs (sft_config.json, grpo.yaml) are not in {path}; run from a "
-            f"source checkout or set ${EXAMPLES_ENV} to a copy of examples/tiny")
-    return path
-
-
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``overrides`` merged in, key by key (nested mappings merged too)."""
     out = copy.deepcopy(dict(base))
@@ -89,8 +79,7 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
 
 def grpo_config(example: Any, model_path: Path, *, quick: bool, seed: int) -> dict[str, Any]:
     """The demo's GRPO config: grpo.yaml, the paths of this run, and the --quick overrides."""
-    source = examples_dir() / "grpo.yaml"
-    config = load_config(source)
+    config = load_config(GRPO_CONFIG)
     paths = {
         "data": {"train_files": str(example.rl_parquet), "val_files": str(example.dev_parquet),
                  "seed": seed},
@@ -147,8 +136,6 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
         timings[name] = round(time.perf_counter() - since, 2)
         return time.perf_counter()
 
-    sft_file = examples_dir() / "sft_config.json"
-    examples_dir()  # fail on missing configs before any work
     echo(f"[1/5] example data and tiny model ({scale}) in {cache}")
     t = time.perf_counter()
     example = build_example(cache / f"example-{scale}-seed{seed}", seed=seed, scale=scale)
@@ -165,7 +152,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     sft_threads = SFT_THREADS or default_threads
     torch.set_num_threads(sft_threads)
     try:
-        sft = run_sft(SFTConfig.from_file(sft_file, overrides))
+        sft = run_sft(SFTConfig.from_file(SFT_CONFIG, overrides))
     finally:
         torch.set_num_threads(threads or default_threads)
     t = lap("sft_s", t)
@@ -226,7 +213,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "n_train_questions": example.n_train,
             "n_rl_questions": example.n_rl,
             "n_dev_questions": example.n_dev,
-            "sft_config": str(sft_file),
+            "sft_config": str(SFT_CONFIG),
             "grpo": config,
         },
         "environment": {

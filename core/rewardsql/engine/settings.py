@@ -214,7 +214,10 @@ def check_keys_known(config: Mapping[str, Any], reference: Mapping[str, Any], pr
     """Every key of ``config`` must exist in verl's config, outside the free-form sections."""
     # model_engine: a selector of ppo_trainer.yaml that the flattened reference leaves out
     extra_top = {"rewardsql", "model_engine"} if not prefix else set()
-    check_known_keys(config, [*reference, *extra_top], source=source, prefix=prefix)
+    # a free section may be absent from verl's flattened reference (reward_kwargs is)
+    free_here = {s[len(prefix):] for s in FREE_SECTIONS
+                 if s.startswith(prefix) and "." not in s[len(prefix):]}
+    check_known_keys(config, [*reference, *extra_top, *free_here], source=source, prefix=prefix)
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if dotted in FREE_SECTIONS or not isinstance(value, Mapping):

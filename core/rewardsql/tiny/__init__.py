@@ -2,10 +2,16 @@
 
 ``build_example`` writes SQLite databases, Spider-format questions with Chain-of-CTEs gold SQL,
 verl RL parquet files and SFT chat files; ``build_tiny_model`` trains a tokenizer on the example's
-text and saves a small Qwen2-architecture causal LM. Both are seeded and cached.
+text and saves a small Qwen2-architecture causal LM. Both are seeded and cached. ``CONFIG_DIR``
+holds the SFT and GRPO configs ``rewardsql demo`` runs on them.
 """
+
+from pathlib import Path
 
 from rewardsql.tiny.example import DATA_SOURCE, TinyExample, build_example
 from rewardsql.tiny.model import build_tiny_model
 
-__all__ = ["DATA_SOURCE", "TinyExample", "build_example", "build_tiny_model"]
+#: ``sft_config.json`` and ``grpo.yaml``: the example's SFT and GRPO settings (package data).
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+__all__ = ["CONFIG_DIR", "DATA_SOURCE", "TinyExample", "build_example", "build_tiny_model"]

@@ -1,7 +1,7 @@
 """``python -m rewardsql.tiny --output-dir DIR [--quick] [--seed N]``: build the example and model.
 
 Writes ``DIR/example`` (databases, questions, RL and SFT files) and ``DIR/model`` (tokenizer and
-tiny Qwen2 model), the paths ``examples/tiny/sft_config.json`` expects under ``runs/tiny``.
+tiny Qwen2 model), the paths ``rewardsql/tiny/configs/sft_config.json`` expects under ``runs/tiny``.
 """
 
 from __future__ import annotations

@@ -81,3 +81,14 @@ def test_demo_device_cuda_without_a_gpu_fails_before_any_work(tmp_path: Path):
     assert proc.returncode == 2
     assert "key 'device': CUDA is not available" in proc.stderr and "Traceback" not in proc.stderr
     assert not (out / "cache").exists()  # nothing was built
+
+
+def test_demo_unknown_device_names_the_value_and_the_choices(tmp_path: Path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "rewardsql", "demo", "--quick", "--device", "gpu",
+                           "--output-dir", str(out)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert """key 'device': expected "auto", "cpu" or "cuda", got 'gpu'""" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "cache").exists()

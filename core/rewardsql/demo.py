@@ -94,11 +94,11 @@ def resolve_device(device: str) -> str:
     """``auto``: ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one fails."""
     import torch
 
-    from rewardsql.sft.config import DEVICES
+    from rewardsql.sft.config import DEVICE_EXPECTED, DEVICES
     from rewardsql.sft.train import check_device
 
     if device not in DEVICES:
-        raise ConfigError(f'expected "auto", "cpu" or "cuda", got {device!r}', key="device")
+        raise ConfigError(f"{DEVICE_EXPECTED}, got {device!r}", key="device")
     check_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

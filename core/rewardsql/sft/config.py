@@ -28,6 +28,8 @@ class LoraSettings:
 
 #: Values of ``device`` (SFT's key and ``rewardsql demo --device``).
 DEVICES = ("auto", "cpu", "cuda")
+#: The error for any other value.
+DEVICE_EXPECTED = 'expected "auto", "cpu" or "cuda"'
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def _check(key: str, value: Any, source: Any) -> Any:
         return value
     if key == "device":
         if value not in DEVICES:
-            raise fail('expected "auto", "cpu" or "cuda"')
+            raise fail(DEVICE_EXPECTED)
         return value
     if key == "deepspeed":
         if value is not None and not isinstance(value, (str, dict)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,19 @@ class ConfigError(ValueError):
         self.key = key
         where = ": ".join(p for p in (self.source, f"key {key!r}" if key else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class MissingDependencyError(ConfigError):
+    """What was asked for needs an optional package that is not installed; the message says how
+    to install it (a ConfigError, so every command reports it like a bad key, without a trace)."""
+
+
+def require_verl(purpose: str) -> None:
+    """Raise :class:`MissingDependencyError` naming ``purpose`` when verl is not installed."""
+    if importlib.util.find_spec("verl") is None:
+        raise MissingDependencyError(
+            f"{purpose} needs verl, which is not installed here: pip install 'rewardsql[verl]' "
+            "(from a checkout: pip install -c constraints.txt -e '.[verl]')")
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:

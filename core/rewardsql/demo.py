@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import rewardsql
-from rewardsql.config import ConfigError, load_config
+from rewardsql.config import ConfigError, load_config, require_verl
 from rewardsql.io import atomic_write, atomic_write_json
 from rewardsql.tiny import CONFIG_DIR
 
@@ -120,6 +120,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     from rewardsql.sft import SFTConfig, run_sft
     from rewardsql.tiny import build_example, build_tiny_model
 
+    # Before any work: GRPO, minutes from now, runs on the local engine, which uses verl.
+    require_verl("rewardsql demo (its GRPO runs on the local engine)")
     device = resolve_device(device)
 
     default_threads = torch.get_num_threads()

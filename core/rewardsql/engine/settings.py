@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from rewardsql.config import ConfigError, check_known_keys
+from rewardsql.config import ConfigError, check_known_keys, require_verl
 
 #: Sections whose keys are free-form (user keys such as ``+algorithm.weight_factor=0.7``, plugin
 #: settings, keyword arguments handed through).
@@ -202,6 +202,8 @@ def _plain(value: Any) -> Any:
 @functools.lru_cache(maxsize=1)
 def verl_reference_config() -> dict[str, Any]:
     """verl's flattened PPO trainer config (its key names and defaults), from the installed verl."""
+    # The engine's first use of verl: fail here, with how to install it, not deep inside.
+    require_verl("the local engine (its policy loss, KL and aggregation are verl's core_algos)")
     import verl
 
     path = Path(verl.__file__).parent / "trainer" / "config" / "_generated_ppo_trainer.yaml"

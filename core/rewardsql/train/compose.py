@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rewardsql.config import ConfigError
+from rewardsql.config import ConfigError, require_verl
 from rewardsql.train.translate import Translation, translate, translate_key, translate_value
 
 #: Sections under which any key is accepted: their contents belong to someone else (a reward
@@ -41,9 +41,11 @@ REWARDSQL_SECTION: dict[str, Any] = {
 
 def verl_config_dir() -> Path:
     """``verl/trainer/config`` of the installed verl, found without importing verl."""
+    require_verl("rewardsql train (verl composes and checks its config, for either engine)")
     spec = importlib.util.find_spec("verl")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("verl is not installed; install rewardsql[verl] (verl 0.9.1)")
+        raise ConfigError("verl is installed as a single module, not a package; reinstall "
+                          "rewardsql[verl] (verl 0.9.1)")
     path = Path(next(iter(spec.submodule_search_locations))) / "trainer" / "config"
     if not (path / "ppo_trainer.yaml").is_file():
         raise ConfigError(f"no ppo_trainer.yaml in {path}; is verl 0.9.1 installed?")
@@ -52,10 +54,11 @@ def verl_config_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _defaults_cached() -> Any:
+    config_dir = verl_config_dir()  # first: hydra comes with verl
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    with initialize_config_dir(config_dir=str(verl_config_dir()), version_base=None):
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         config = compose(config_name="ppo_trainer")
     with open_dict(config):
         config.rewardsql = OmegaConf.create(REWARDSQL_SECTION)

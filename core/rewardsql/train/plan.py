@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardsql.config import ConfigError, require_verl
+from rewardsql.config import ConfigError
 from rewardsql.train import compose, resolve
 from rewardsql.train.translate import MANAGER_SETTINGS, REWARD_WEIGHTS
 
@@ -82,7 +82,6 @@ def build_plan(options: TrainOptions) -> TrainPlan:
                           source="--engine")
     if options.epochs is not None and options.epochs < 1:
         raise ConfigError(f"must be at least 1, got {options.epochs}", source="--epochs")
-    require_verl("rewardsql train (verl composes and checks its config, for either engine)")
     # First, so their @register_advantage_estimator functions are known below.
     core_algos = [resolve.import_core_algos(spec) for spec in options.core_algos]
     notes: list[str] = []

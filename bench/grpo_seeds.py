@@ -27,7 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollout-seeds", type=int, default=3,
                         help="GRPO runs in all, the demo's own included")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench-grpo-seeds"))
+    parser.add_argument("--cpu-math", choices=("reproducible", "native"),
+                        default="reproducible", help="as `rewardsql demo --cpu-math`")
     args = parser.parse_args(argv)
+
+    from rewardsql.cpu_math import REPRODUCIBLE_THREADS, use_reproducible_cpu_math
+
+    threads = None
+    if args.cpu_math == "reproducible":  # before torch is imported
+        use_reproducible_cpu_math()
+        threads = REPRODUCIBLE_THREADS
 
     from rewardsql.demo import grpo_config, run_demo
     from rewardsql.engine.local import run_local
@@ -35,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.output_dir / f"data-seed{args.data_seed}{'-quick' if args.quick else ''}"
     started = time.perf_counter()
-    report = run_demo(out, quick=args.quick, seed=args.data_seed)
+    report = run_demo(out, quick=args.quick, seed=args.data_seed, threads=threads)
     before = report["sft"]["dev_accuracy"]
     after = {args.data_seed: report["grpo"]["dev_accuracy"]}
     scale = "quick" if args.quick else "full"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rewardsql import demo
+from rewardsql.cpu_math import CLASS_ENV, REPRODUCIBLE_THREADS, cpu_class, cpu_flags
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,13 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
     assert report["environment"]["device"] == device
+    # --cpu-math reproducible (the default): this CPU's class pinned, MKL's reproducible mode
+    assert report["environment"]["torch_threads"] == REPRODUCIBLE_THREADS
+    math = report["environment"]["cpu_math"]
+    name = cpu_class(cpu_flags())
+    if name is not None:
+        assert math["mode"] == "reproducible" and math["class"] == name
+        assert {key: math[key] for key in CLASS_ENV[name]} == CLASS_ENV[name]
     assert report["settings"]["grpo"]["trainer"]["device"] == device
     assert report["settings"]["grpo"]["algorithm"]["adv_estimator"] == "grpo_weighted"
     # GRPO trains on the rl split (values SFT never saw), evaluates on dev
@@ -92,3 +100,14 @@ def test_demo_unknown_device_names_the_value_and_the_choices(tmp_path: Path):
     assert """key 'device': expected "auto", "cpu" or "cuda", got 'gpu'""" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (out / "cache").exists()
+
+
+def test_demo_unknown_cpu_math_names_the_value_and_the_choices(tmp_path: Path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "rewardsql", "demo", "--quick", "--cpu-math",
+                           "fast", "--output-dir", str(out)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert "--cpu-math must be one of reproducible, native, got 'fast'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()

@@ -30,6 +30,7 @@ from typing import Any
 
 import rewardsql
 from rewardsql.config import ConfigError, load_config, require_verl
+from rewardsql.cpu_math import describe_cpu_math
 from rewardsql.io import atomic_write, atomic_write_json
 from rewardsql.tiny import CONFIG_DIR
 
@@ -47,15 +48,6 @@ QUICK_GRPO: dict[str, Any] = {
     "actor_rollout_ref": {"actor": {"ppo_mini_batch_size": 4}, "rollout": {"n": 4}},
     "trainer": {"total_training_steps": 3, "test_freq": -1},
 }
-
-#: torch threads of the demo's evaluation and GRPO (None: torch's default, every core). With
-#: GRPO's 64-row batches, two threads on 2 idle cores generate and update ~1.7x faster than one;
-#: on cores other processes keep busy, one thread is faster (`rewardsql demo --threads 1`).
-DEMO_THREADS: int | None = None
-#: torch threads of SFT (None: torch's default, every core). Its batches (8 sequences of ~190
-#: tokens, forward and backward) keep two cores busy: ~1.6x faster than one thread on 2 idle
-#: cores (but much slower when other processes compete for the cores).
-SFT_THREADS: int | None = None
 
 #: How many of the rl questions GRPO trained on (the first drawn) the report evaluates, greedy,
 #: with the SFT and the GRPO model, beside dev: whether GRPO learned its own prompts, and
@@ -106,13 +98,16 @@ def resolve_device(device: str) -> str:
 
 
 def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
-             cache_dir: Path | None = None, threads: int | None = DEMO_THREADS,
+             cache_dir: Path | None = None, threads: int | None = None,
              device: str = "auto", echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo into ``output_dir``; return the report (also written to report.json).
 
-    ``threads``: torch's intra-op threads for evaluation and GRPO (None leaves torch's default);
-    SFT runs with ``SFT_THREADS``. ``device``: where SFT, evaluation and GRPO run (``auto``: the
-    GPU when there is one; the README's figures are for ``cpu``).
+    ``threads``: torch's CPU threads for SFT, evaluation and GRPO (None: leave torch's setting;
+    on 2 idle cores two threads are ~1.6x faster than one, on busy cores one can be faster).
+    ``device``: where SFT, evaluation and GRPO run (``auto``: the GPU when there is one; the
+    README's figures are for ``cpu``). The report's ``environment.cpu_math`` says whether the
+    process computed with reproducible CPU arithmetic (``rewardsql.cpu_math``: the CLI's
+    default), and of which class.
     """
     import torch
 
@@ -124,7 +119,6 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     require_verl("rewardsql demo (its GRPO runs on the local engine)")
     device = resolve_device(device)
 
-    default_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -151,12 +145,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
                  "output_dir": str(sft_dir), "eval_file": None, "device": device}
     if quick:
         overrides.update(QUICK_SFT)
-    sft_threads = SFT_THREADS or default_threads
-    torch.set_num_threads(sft_threads)
-    try:
-        sft = run_sft(SFTConfig.from_file(SFT_CONFIG, overrides))
-    finally:
-        torch.set_num_threads(threads or default_threads)
+    sft = run_sft(SFTConfig.from_file(SFT_CONFIG, overrides))
     t = lap("sft_s", t)
 
     config = merge(grpo_config(example, sft_dir, quick=quick, seed=seed),
@@ -225,8 +214,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "cpus": os.cpu_count(),
             "device": device,
             "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
-            "torch_threads": _torch_threads(),
-            "sft_torch_threads": sft_threads,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_math": describe_cpu_math(),
         },
     }
     atomic_write_json(output_dir / REPORT_JSON, report)
@@ -234,12 +223,6 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
                 own_prompts=(own_before.accuracy, own_after.accuracy))
     echo(summary_table(report))
     return report
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], path: Path,
@@ -300,6 +283,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
          f"{report['grpo']['own_prompts_accuracy']:.3f}"),
         ("GRPO's own prompts evaluated", str(report["grpo"]["own_prompts_count"])),
         ("GRPO steps", str(report["grpo"]["steps"])),
+        ("CPU math", _cpu_math_label(report["environment"].get("cpu_math") or {})),
+        ("torch threads", str(report["environment"].get("torch_threads"))),
         ("time: data + model", f"{t['build_s']:.0f} s"),
         ("time: SFT", f"{t['sft_s']:.0f} s"),
         ("time: dev eval after SFT", f"{t['sft_eval_s']:.0f} s"),
@@ -308,6 +293,11 @@ def summary_table(report: Mapping[str, Any]) -> str:
         ("time: total", f"{t['total_s']:.0f} s"),
     ]
     width = max(len(name) for name, _ in rows)
-    line = "-" * (width + 14)
-    body = "\n".join(f"{name:<{width}}  {value:>10}" for name, value in rows)
+    values = max(10, *(len(value) for _, value in rows))
+    line = "-" * (width + values + 4)
+    body = "\n".join(f"{name:<{width}}  {value:>{values}}" for name, value in rows)
     return f"{line}\n{body}\n{line}"
+
+
+def _cpu_math_label(math: Mapping[str, Any]) -> str:
+    return f"{math.get('mode', '?')} {math.get('class') or ''}".strip()

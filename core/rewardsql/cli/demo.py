@@ -17,18 +17,33 @@ def demo(
         help="Cache of the example data and tiny model (default OUTPUT_DIR/cache).",
         file_okay=False)] = None,
     threads: Annotated[int, typer.Option(
-        min=0, help="torch CPU threads of evaluation and GRPO (0: torch's default, every core; "
-        "1 is faster when other processes share the cores).")
+        min=0, help="torch CPU threads of SFT, evaluation and GRPO (0: 2 with reproducible CPU "
+        "math, the count its figures are for; else torch's default, every core).")
     ] = 0,
     device: Annotated[str, typer.Option(
         help="Where SFT, evaluation and GRPO run: auto (the GPU when there is one), cpu or cuda. "
         "The README's timings are for cpu.")] = "auto",
+    cpu_math: Annotated[str, typer.Option(
+        help="reproducible: the CPU's AVX-512 (else AVX2) kernels with MKL's reproducible mode "
+        "and 2 threads, so the figures are the same on every Intel CPU of that class (about 5% "
+        "slower); native: this CPU's fastest kernels, whose results differ from CPU to CPU.")
+    ] = "reproducible",
 ) -> None:
     """Build the bundled example and tiny model, fine-tune, train with GRPO, report dev accuracy.
 
     Writes OUTPUT_DIR/report.json (sft.dev_accuracy, grpo.dev_accuracy, timings, settings) and
     OUTPUT_DIR/report.png (reward and dev accuracy over GRPO steps).
     """
+    from rewardsql.cpu_math import MODES, REPRODUCIBLE_THREADS, use_reproducible_cpu_math
+
+    if cpu_math not in MODES:
+        typer.echo(f"error: --cpu-math must be one of {', '.join(MODES)}, got {cpu_math!r}",
+                   err=True)
+        raise typer.Exit(2)
+    if cpu_math == "reproducible":  # before anything imports torch
+        use_reproducible_cpu_math()
+        threads = threads or REPRODUCIBLE_THREADS
+
     from rewardsql.config import ConfigError
     from rewardsql.demo import run_demo
 

@@ -1,0 +1,103 @@
+"""Reproducible CPU arithmetic: the same training, bit for bit, on every Intel CPU of a class.
+
+On a CPU, torch picks its kernels by the CPU it finds: ATen's vectorised kernels (AVX2 or
+AVX-512), MKL's matrix-multiply code path (by CPU generation, and by cache size and thread count
+within one) and oneDNN's instruction set. They add up floats in different orders, and a short,
+sensitive run such as the demo's SFT (whether the model learns to copy values is decided early)
+ends elsewhere: in round 9 the same seed gave dev accuracy 0.277 on one machine and 0.120 on
+another (examples/tiny/README.md).
+
+``reproducible_env`` pins all three to one instruction-set class, AVX-512 where the CPU has it,
+else AVX2, and turns on MKL's strict conditional numerical reproducibility (Intel documents it as
+giving the same results on every Intel CPU that supports the chosen branch, for a fixed thread
+count); with ``REPRODUCIBLE_THREADS`` threads, SFT and GRPO then compute the same numbers on
+every Intel CPU of that class. The two classes give different numbers from each other: the report
+records which one ran. Pinning an AVX-512 CPU to AVX2 would make one class of all, but costs 1.4x
+the time there (``bench/cpu_math.py``), more than the demo's 10 minutes allow; the AVX-512 branch
+costs about 5%. On AMD CPUs MKL may ignore its branch setting, and ARM CPUs have no MKL: there
+the figures can differ.
+
+The variables are read once per process, when torch first computes, so they must be set before
+torch is imported: ``rewardsql demo`` sets them first thing (``--cpu-math reproducible``, its
+default). Other commands run natively; export the variables to run them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+#: Per instruction-set class, the settings that pin ATen, MKL and oneDNN to it.
+CLASS_ENV: dict[str, dict[str, str]] = {
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512,STRICT",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+#: What ``torch.backends.cpu.get_cpu_capability()`` says when a class's kernels run.
+CLASS_CAPABILITY = {"avx512": "AVX512", "avx2": "AVX2"}
+#: CPU flags each class needs (AVX-512: the Skylake-SP set that ATen's and MKL's AVX-512 code use).
+CLASS_FLAGS = {"avx512": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"},
+               "avx2": {"avx2", "fma"}}
+#: Threads of a reproducible run. MKL's reproducibility holds for a fixed count; measured here,
+#: SFT gave the same weights with 1, 2 and 4 threads and other weights with 3.
+REPRODUCIBLE_THREADS = 2
+#: ``--cpu-math`` values.
+MODES = ("reproducible", "native")
+#: Every variable ``CLASS_ENV`` sets.
+VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (Linux); empty where ``cpuinfo`` cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def cpu_class(flags: set[str]) -> str | None:
+    """The widest class whose flags are all in ``flags``: ``avx512``, ``avx2`` or None."""
+    return next((name for name, needed in CLASS_FLAGS.items() if needed <= flags), None)
+
+
+def reproducible_env(flags: set[str]) -> dict[str, str]:
+    """The settings that make a CPU with ``flags`` compute reproducibly ({} when none do)."""
+    name = cpu_class(flags)
+    return dict(CLASS_ENV[name]) if name else {}
+
+
+def use_reproducible_cpu_math() -> str | None:
+    """Put this CPU's ``reproducible_env`` in ``os.environ``; return its class (None: no class
+    applies, nothing set).
+
+    Raises ``RuntimeError`` when torch is already imported into this process: it may have read
+    the variables already, and a run that only looked reproducible would be worse than none.
+    """
+    if "torch" in sys.modules:
+        raise RuntimeError("reproducible CPU math must be set before torch is imported "
+                           "(export the variables of rewardsql.cpu_math.CLASS_ENV instead)")
+    flags = cpu_flags()
+    os.environ.update(reproducible_env(flags))
+    return cpu_class(flags)
+
+
+def describe_cpu_math() -> dict[str, Any]:
+    """What this process computes with, for a report: ``mode`` is ``reproducible`` when the
+    variables of one class are all set and ATen really runs that class's kernels."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    settings = {name: os.environ.get(name) for name in VARIABLES}
+    pinned = next((name for name, env in CLASS_ENV.items()
+                   if settings == env and capability == CLASS_CAPABILITY[name]), None)
+    return {
+        "mode": "reproducible" if pinned else "native",
+        "class": pinned,
+        "aten_cpu_capability": capability,
+        **settings,
+    }

@@ -1,0 +1,107 @@
+"""Reproducible CPU math (rewardsql.cpu_math): classes from CPU flags, and SFT that gives the
+same weights whatever the thread count.
+
+The SFT runs are subprocesses running ``rewardsql sft``, as a user does, since the settings must
+be in place before torch is imported. Another CPU cannot be had here: the test checks what one
+machine can show, that the settings take effect (ATen runs the class's kernels) and that
+training no longer depends on how the work is split between threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _tiny_helpers import quick_example, tiny_model
+from rewardsql.cpu_math import (
+    CLASS_CAPABILITY,
+    CLASS_ENV,
+    VARIABLES,
+    cpu_class,
+    cpu_flags,
+    describe_cpu_math,
+    reproducible_env,
+    use_reproducible_cpu_math,
+)
+from safetensors.torch import load_file
+
+AVX512_SERVER = {"fma", "avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+
+
+def test_the_class_is_the_widest_whose_flags_the_cpu_has():
+    assert cpu_class(AVX512_SERVER | {"avx512_vnni", "amx_tile"}) == "avx512"
+    assert cpu_class({"fma", "avx2", "avx512f"}) == "avx2"  # AVX-512 Foundation alone: not enough
+    assert cpu_class({"sse4_2", "avx"}) is None
+    assert cpu_class(set()) is None  # not x86, or no /proc/cpuinfo
+    assert reproducible_env({"fma", "avx2"}) == CLASS_ENV["avx2"]
+    assert reproducible_env(set()) == {}
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path: Path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 fma\n\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "fma"}
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_refuses_once_torch_is_imported_and_sets_nothing(monkeypatch):
+    import torch  # noqa: F401  (the point: torch is already here)
+
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="before torch is imported"):
+        use_reproducible_cpu_math()
+    assert not any(name in os.environ for name in VARIABLES)
+
+
+def test_a_process_without_the_settings_reports_native_math(monkeypatch):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    described = describe_cpu_math()
+    assert described["mode"] == "native" and described["class"] is None
+
+
+def _sft(tmp_path_factory, out: Path, threads: int, env: dict[str, str]) -> dict:
+    example = quick_example(tmp_path_factory)
+    config = out.parent / f"{out.name}.json"
+    config.write_text(json.dumps({
+        "model_name_or_path": str(tiny_model(tmp_path_factory)),
+        "train_file": str(example.sft_train), "output_dir": str(out),
+        "per_device_train_batch_size": 8, "learning_rate": 3e-3, "max_steps": 12,
+        "max_length": 384, "save_steps": 1000, "seed": 0, "device": "cpu",
+        "resume_from_checkpoint": None}))
+    # `rewardsql sft`, then what that process computed with
+    script = ("import json, sys\nfrom rewardsql.cli import app\n"
+              "from rewardsql.cpu_math import describe_cpu_math\n"
+              "app(['sft', '--config', sys.argv[1]], standalone_mode=False)\n"
+              "print('CPU_MATH', json.dumps(describe_cpu_math()))")
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    proc = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True,
+                          text=True, timeout=300,
+                          env={**clean, **env, "OMP_NUM_THREADS": str(threads)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("CPU_MATH "))
+    weights = load_file(out / "model.safetensors")
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(weights[name].contiguous().numpy().tobytes())
+    return {"cpu_math": json.loads(line.removeprefix("CPU_MATH ")), "sha": digest.hexdigest()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cpu_class(cpu_flags()) is None,
+                    reason="reproducible CPU math is for x86-64 CPUs with AVX2 or AVX-512")
+def test_reproducible_sft_gives_the_same_weights_with_one_and_two_threads(tmp_path_factory,
+                                                                          tmp_path):
+    name = cpu_class(cpu_flags())
+    one, two = (_sft(tmp_path_factory, tmp_path / f"sft-{n}", n, CLASS_ENV[name])
+                for n in (1, 2))
+    for run in (one, two):
+        assert run["cpu_math"]["mode"] == "reproducible" and run["cpu_math"]["class"] == name
+        assert run["cpu_math"]["aten_cpu_capability"] == CLASS_CAPABILITY[name]
+    assert one["sha"] == two["sha"]

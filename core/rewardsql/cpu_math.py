@@ -12,10 +12,10 @@ else AVX2, and turns on MKL's strict conditional numerical reproducibility (Inte
 giving the same results on every Intel CPU that supports the chosen branch, for a fixed thread
 count); with ``REPRODUCIBLE_THREADS`` threads, SFT and GRPO then compute the same numbers on
 every Intel CPU of that class. The two classes give different numbers from each other: the report
-records which one ran. Pinning an AVX-512 CPU to AVX2 would make one class of all, but costs 1.4x
-the time there (``bench/cpu_math.py``), more than the demo's 10 minutes allow; the AVX-512 branch
-costs about 5%. On AMD CPUs MKL may ignore its branch setting, and ARM CPUs have no MKL: there
-the figures can differ.
+records which one ran. Pinning an AVX-512 CPU to AVX2 would make one class of all, but costs
+1.4x to 1.7x the SFT time there (``bench/cpu_math.py``), more than the demo's 10 minutes allow;
+the AVX-512 branch costs 5% to 16%. On AMD CPUs MKL may ignore its branch setting, and ARM CPUs
+have no MKL: there the figures can differ.
 
 The variables are read once per process, when torch first computes, so they must be set before
 torch is imported: ``rewardsql demo`` sets them first thing (``--cpu-math reproducible``, its

@@ -25,7 +25,7 @@ def demo(
         "The README's timings are for cpu.")] = "auto",
     cpu_math: Annotated[str, typer.Option(
         help="reproducible: the CPU's AVX-512 (else AVX2) kernels with MKL's reproducible mode "
-        "and 2 threads, so the figures are the same on every Intel CPU of that class (about 5% "
+        "and 2 threads, so the figures are the same on every Intel CPU of that class (5-16% "
         "slower); native: this CPU's fastest kernels, whose results differ from CPU to CPU.")
     ] = "reproducible",
 ) -> None:

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from rewardsql.cpu_math import MODES, apply_cpu_math
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,16 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollout-seeds", type=int, default=3,
                         help="GRPO runs in all, the demo's own included")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench-grpo-seeds"))
-    parser.add_argument("--cpu-math", choices=("reproducible", "native"),
-                        default="reproducible", help="as `rewardsql demo --cpu-math`")
+    parser.add_argument("--cpu-math", choices=MODES, default="reproducible",
+                        help="as `rewardsql demo --cpu-math`")
     args = parser.parse_args(argv)
-
-    from rewardsql.cpu_math import REPRODUCIBLE_THREADS, use_reproducible_cpu_math
-
-    threads = None
-    if args.cpu_math == "reproducible":  # before torch is imported
-        use_reproducible_cpu_math()
-        threads = REPRODUCIBLE_THREADS
+    threads = apply_cpu_math(args.cpu_math) or None  # before torch is imported
 
     from rewardsql.demo import grpo_config, run_demo
     from rewardsql.engine.local import run_local

@@ -21,13 +21,16 @@ from _tiny_helpers import quick_example, tiny_model
 from rewardsql.cpu_math import (
     CLASS_CAPABILITY,
     CLASS_ENV,
+    MODES,
     VARIABLES,
+    apply_cpu_math,
     cpu_class,
     cpu_flags,
     describe_cpu_math,
     reproducible_env,
     use_reproducible_cpu_math,
 )
+from rewardsql.sft.train import RESULT_FILE
 from safetensors.torch import load_file
 
 AVX512_SERVER = {"fma", "avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
@@ -66,7 +69,42 @@ def test_a_process_without_the_settings_reports_native_math(monkeypatch):
     assert described["mode"] == "native" and described["class"] is None
 
 
-def _sft(tmp_path_factory, out: Path, threads: int, env: dict[str, str]) -> dict:
+def test_apply_cpu_math_checks_the_mode_and_gives_the_thread_count(monkeypatch):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="--cpu-math must be one of reproducible, native, "
+                                         "got 'fast'"):
+        apply_cpu_math("fast")
+    assert apply_cpu_math("native") == 0 and apply_cpu_math("native", 3) == 3
+    assert not any(name in os.environ for name in VARIABLES)  # native sets nothing
+    assert MODES == ("reproducible", "native")
+    import torch  # noqa: F401  (already imported here: reproducible must refuse, not pretend)
+
+    with pytest.raises(RuntimeError, match="before torch is imported"):
+        apply_cpu_math("reproducible")
+
+
+@pytest.mark.parametrize("command", [["sft", "--config", "missing.json"],
+                                     ["train", "--engine", "local", "-o", "out"]])
+def test_sft_and_train_name_a_bad_cpu_math_value(tmp_path: Path, command: list[str]):
+    proc = subprocess.run([sys.executable, "-m", "rewardsql", *command, "--cpu-math", "fast"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--cpu-math must be one of reproducible, native, got 'fast'" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+def test_train_refuses_reproducible_cpu_math_on_verl(tmp_path: Path):
+    proc = subprocess.run([sys.executable, "-m", "rewardsql", "train", "-o", "out",
+                           "--cpu-math", "reproducible"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--cpu-math reproducible is for --engine local" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _sft(tmp_path_factory, out: Path, threads: int, env: dict[str, str],
+         options: tuple[str, ...] = ()) -> dict:
     example = quick_example(tmp_path_factory)
     config = out.parent / f"{out.name}.json"
     config.write_text(json.dumps({
@@ -78,10 +116,11 @@ def _sft(tmp_path_factory, out: Path, threads: int, env: dict[str, str]) -> dict
     # `rewardsql sft`, then what that process computed with
     script = ("import json, sys\nfrom rewardsql.cli import app\n"
               "from rewardsql.cpu_math import describe_cpu_math\n"
-              "app(['sft', '--config', sys.argv[1]], standalone_mode=False)\n"
+              "app(['sft', '--config', *sys.argv[1:]], standalone_mode=False)\n"
               "print('CPU_MATH', json.dumps(describe_cpu_math()))")
     clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-    proc = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script, str(config), *options],
+                          capture_output=True,
                           text=True, timeout=300,
                           env={**clean, **env, "OMP_NUM_THREADS": str(threads)})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -90,7 +129,9 @@ def _sft(tmp_path_factory, out: Path, threads: int, env: dict[str, str]) -> dict
     digest = hashlib.sha256()
     for name in sorted(weights):
         digest.update(weights[name].contiguous().numpy().tobytes())
-    return {"cpu_math": json.loads(line.removeprefix("CPU_MATH ")), "sha": digest.hexdigest()}
+    saved = json.loads((out / RESULT_FILE).read_text())
+    return {"cpu_math": json.loads(line.removeprefix("CPU_MATH ")), "sha": digest.hexdigest(),
+            "saved": saved}
 
 
 @pytest.mark.slow
@@ -105,3 +146,11 @@ def test_reproducible_sft_gives_the_same_weights_with_one_and_two_threads(tmp_pa
         assert run["cpu_math"]["mode"] == "reproducible" and run["cpu_math"]["class"] == name
         assert run["cpu_math"]["aten_cpu_capability"] == CLASS_CAPABILITY[name]
     assert one["sha"] == two["sha"]
+    # The same run asked for with `rewardsql sft --cpu-math reproducible` from a plain
+    # environment: the CLI sets the class (and its 2 threads) and the result records it
+    flag = _sft(tmp_path_factory, tmp_path / "sft-flag", 1, {},
+                ("--cpu-math", "reproducible"))
+    assert flag["saved"]["cpu_math"]["mode"] == "reproducible"
+    assert flag["saved"]["cpu_math"]["class"] == name
+    assert flag["sha"] == two["sha"]
+    assert one["saved"]["cpu_math"] == one["cpu_math"]  # the result records what ran

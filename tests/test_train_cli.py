@@ -25,6 +25,7 @@ from _train_helpers import (
     write_prepared_parquet,
 )
 from rewardsql.cli import app
+from rewardsql.cpu_math import CLASS_ENV
 from rewardsql.data.prepare import prepare
 from rewardsql.train import TrainOptions, build_plan
 from typer.testing import CliRunner
@@ -303,6 +304,25 @@ def test_local_engine_errors_are_reported_cleanly(full_batch: Path, tmp_path: Pa
                    f"actor_rollout_ref.model.path={tmp_path / 'no_model'}")
     assert result.exit_code == 1
     assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_local_engine_with_reproducible_cpu_math_says_what_it_computes_with(
+        full_batch: Path, tmp_path: Path) -> None:
+    """A fresh process (the settings must precede torch): the summary names the class and the
+    thread count before the engine starts; here the engine then fails on a missing model."""
+    from rewardsql.cpu_math import REPRODUCIBLE_THREADS, cpu_class, cpu_flags
+
+    name = cpu_class(cpu_flags())
+    if name is None:
+        pytest.skip("reproducible CPU math is for x86-64 CPUs with AVX2 or AVX-512")
+    env = {k: v for k, v in os.environ.items() if k not in CLASS_ENV[name]}
+    result = run_cli("train", "--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
+                     "-o", str(tmp_path / "out"), "--engine", "local", "--cpu-math",
+                     "reproducible", f"actor_rollout_ref.model.path={tmp_path / 'no_model'}",
+                     env=env)
+    assert (f"CPU math:       reproducible {name}, {REPRODUCIBLE_THREADS} torch threads"
+            in result.stdout), result.stdout + result.stderr
+    assert result.returncode == 1 and "error:" in result.stderr
 
 
 def test_bad_engine_and_missing_output_dir(full_batch: Path, tmp_path: Path) -> None:

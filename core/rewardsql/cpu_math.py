@@ -19,13 +19,16 @@ have no MKL: there the figures can differ.
 
 The variables are read once per process, when torch first computes, so they must be set before
 torch is imported: ``rewardsql demo`` sets them first thing (``--cpu-math reproducible``, its
-default). Other commands run natively; export the variables to run them the same way.
+default); ``rewardsql sft`` and ``rewardsql train --engine local`` do with ``--cpu-math
+reproducible`` (their default is ``native``: they are also for GPUs and larger models, where
+speed matters more than the last bit). All three go through ``apply_cpu_math``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,22 @@ def use_reproducible_cpu_math() -> str | None:
     return cpu_class(flags)
 
 
+def apply_cpu_math(mode: str, threads: int = 0) -> int:
+    """Set this process up for ``--cpu-math mode`` (``MODES``); call it before torch is imported.
+
+    Returns the torch thread count to use: ``threads`` when given (> 0), else
+    ``REPRODUCIBLE_THREADS`` for ``reproducible`` (the count its results are the same for) and 0
+    (torch's default) for ``native``. Raises ``ValueError`` naming the choices for an unknown
+    mode, and ``RuntimeError`` as ``use_reproducible_cpu_math`` does.
+    """
+    if mode not in MODES:
+        raise ValueError(f"--cpu-math must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "native":
+        return threads
+    use_reproducible_cpu_math()
+    return threads or REPRODUCIBLE_THREADS
+
+
 def describe_cpu_math() -> dict[str, Any]:
     """What this process computes with, for a report: ``mode`` is ``reproducible`` when the
     variables of one class are all set and ATen really runs that class's kernels."""
@@ -101,3 +120,8 @@ def describe_cpu_math() -> dict[str, Any]:
         "aten_cpu_capability": capability,
         **settings,
     }
+
+
+def cpu_math_label(described: Mapping[str, Any]) -> str:
+    """A short label of ``describe_cpu_math()``'s answer: ``reproducible avx512``, ``native``."""
+    return f"{described.get('mode', '?')} {described.get('class') or ''}".strip()

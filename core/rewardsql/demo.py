@@ -30,7 +30,7 @@ from typing import Any
 
 import rewardsql
 from rewardsql.config import ConfigError, load_config, require_verl
-from rewardsql.cpu_math import describe_cpu_math
+from rewardsql.cpu_math import cpu_math_label, describe_cpu_math
 from rewardsql.io import atomic_write, atomic_write_json
 from rewardsql.tiny import CONFIG_DIR
 
@@ -283,7 +283,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
          f"{report['grpo']['own_prompts_accuracy']:.3f}"),
         ("GRPO's own prompts evaluated", str(report["grpo"]["own_prompts_count"])),
         ("GRPO steps", str(report["grpo"]["steps"])),
-        ("CPU math", _cpu_math_label(report["environment"].get("cpu_math") or {})),
+        ("CPU math", cpu_math_label(report["environment"].get("cpu_math") or {})),
         ("torch threads", str(report["environment"].get("torch_threads"))),
         ("time: data + model", f"{t['build_s']:.0f} s"),
         ("time: SFT", f"{t['sft_s']:.0f} s"),
@@ -297,7 +297,3 @@ def summary_table(report: Mapping[str, Any]) -> str:
     line = "-" * (width + values + 4)
     body = "\n".join(f"{name:<{width}}  {value:>{values}}" for name, value in rows)
     return f"{line}\n{body}\n{line}"
-
-
-def _cpu_math_label(math: Mapping[str, Any]) -> str:
-    return f"{math.get('mode', '?')} {math.get('class') or ''}".strip()

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from rewardsql.cli.options import CpuMath, cpu_math_or_exit
+
 
 def demo(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where everything goes.",
@@ -23,27 +25,14 @@ def demo(
     device: Annotated[str, typer.Option(
         help="Where SFT, evaluation and GRPO run: auto (the GPU when there is one), cpu or cuda. "
         "The README's timings are for cpu.")] = "auto",
-    cpu_math: Annotated[str, typer.Option(
-        help="reproducible: the CPU's AVX-512 (else AVX2) kernels with MKL's reproducible mode "
-        "and 2 threads, so the figures are the same on every Intel CPU of that class (5-16% "
-        "slower); native: this CPU's fastest kernels, whose results differ from CPU to CPU.")
-    ] = "reproducible",
+    cpu_math: CpuMath = "reproducible",
 ) -> None:
     """Build the bundled example and tiny model, fine-tune, train with GRPO, report dev accuracy.
 
     Writes OUTPUT_DIR/report.json (sft.dev_accuracy, grpo.dev_accuracy, timings, settings) and
     OUTPUT_DIR/report.png (reward and dev accuracy over GRPO steps).
     """
-    from rewardsql.cpu_math import MODES, REPRODUCIBLE_THREADS, use_reproducible_cpu_math
-
-    if cpu_math not in MODES:
-        typer.echo(f"error: --cpu-math must be one of {', '.join(MODES)}, got {cpu_math!r}",
-                   err=True)
-        raise typer.Exit(2)
-    if cpu_math == "reproducible":  # before anything imports torch
-        use_reproducible_cpu_math()
-        threads = threads or REPRODUCIBLE_THREADS
-
+    threads = cpu_math_or_exit(cpu_math, threads)  # before anything imports torch
     from rewardsql.config import ConfigError
     from rewardsql.demo import run_demo
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from rewardsql.cli.options import CpuMath, cpu_math_or_exit
+
 
 def sft(
     config: Annotated[Path, typer.Option("--config", "-c", help="SFT config (JSON or YAML).")],
@@ -20,8 +22,10 @@ def sft(
         bool, typer.Option("--dry-run", help="Validate the config and its files, print the "
                                              "resolved settings, do not train."),
     ] = False,
+    cpu_math: CpuMath = "native",
 ) -> None:
     """Supervised fine-tuning with transformers: loss on response tokens only, resumable."""
+    threads = cpu_math_or_exit(cpu_math)  # before anything imports torch
     from rewardsql.config import ConfigError
     from rewardsql.sft.config import SFTConfig, check_paths
 
@@ -33,6 +37,10 @@ def sft(
             return
         from rewardsql.sft.train import run_sft
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         result = run_sft(settings)
     except ConfigError as exc:
         where = "" if exc.source else f"{config}: "

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from rewardsql.cli.options import CpuMath, cpu_math_or_exit
+
 HELP = (
     "Train a policy with RL: compose verl 0.9.1's config from CONFIG (older verl and seed keys "
     "are translated), apply KEY=VALUE overrides (Hydra syntax: key=v, +new.key=v, ~key), check "
@@ -56,12 +58,18 @@ def train(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything, write the config, start nothing.")
     ] = False,
+    cpu_math: CpuMath = "native",
     # The seed's spellings, kept working but out of the help.
     output_dir_alias: Annotated[Path | None, typer.Option("--output_dir", hidden=True)] = None,
     data_path_alias: Annotated[Path | None, typer.Option("--data_path", hidden=True)] = None,
     core_algos_alias: Annotated[list[str] | None, typer.Option("--core_algos", hidden=True)] = None,
     core_function_alias: Annotated[str | None, typer.Option("--core_function", hidden=True)] = None,
 ) -> None:
+    if cpu_math == "reproducible" and engine != "local":
+        typer.echo("error: --cpu-math reproducible is for --engine local (verl's workers compute "
+                   "on GPUs)", err=True)
+        raise typer.Exit(2)
+    threads = cpu_math_or_exit(cpu_math)  # before anything imports torch
     from rewardsql.config import ConfigError
     from rewardsql.train import LaunchError, TrainOptions, build_plan, launch
 
@@ -95,6 +103,7 @@ def train(
             return
         typer.echo(launch.summary(plan))
         if engine == "local":
+            _set_up_torch(threads)
             launch.run_local(plan)
         else:
             launch.run_verl(plan)
@@ -104,6 +113,17 @@ def train(
     except OSError as exc:  # a model or file the engine could not load
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _set_up_torch(threads: int) -> None:
+    import torch
+
+    from rewardsql.cpu_math import cpu_math_label, describe_cpu_math
+
+    if threads:
+        torch.set_num_threads(threads)
+    typer.echo(f"CPU math:       {cpu_math_label(describe_cpu_math())}, "
+               f"{torch.get_num_threads()} torch threads")
 
 
 def register(root: typer.Typer) -> None:

@@ -15,11 +15,12 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rewardsql.config import ConfigError
+from rewardsql.cpu_math import describe_cpu_math
 from rewardsql.io import atomic_directory, atomic_write_json
 from rewardsql.sft.config import SFTConfig, check_paths
 from rewardsql.sft.data import Collator, read_rows, tokenize
@@ -44,6 +45,8 @@ class SFTResult:
     eval_loss: float | None = None
     attn_implementation: str = "sdpa"
     bf16: bool = False
+    #: ``rewardsql.cpu_math.describe_cpu_math()``: whether the run's CPU arithmetic was pinned
+    cpu_math: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -207,7 +210,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
         final_loss=losses.losses[-1][1] if losses.losses else None,
         start_step=start_step, seconds=round(time.monotonic() - started, 2),
         n_examples=len(train.examples), dropped=train.dropped, resumed_from=resume,
-        eval_loss=eval_loss, attn_implementation=attn, bf16=bf16)
+        eval_loss=eval_loss, attn_implementation=attn, bf16=bf16, cpu_math=describe_cpu_math())
     _save_final(trainer, tokenizer, config, result)
     return result
 

@@ -1,0 +1,27 @@
+"""Options shared by several commands (``--cpu-math``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+CpuMath = Annotated[str, typer.Option(
+    "--cpu-math",
+    help="reproducible: the CPU's AVX-512 (else AVX2) kernels with MKL's reproducible mode and "
+    "2 threads, so results are the same on every Intel CPU of that class (5-16% slower); "
+    "native: this CPU's fastest kernels, whose results differ from CPU to CPU.")]
+
+
+def cpu_math_or_exit(mode: str, threads: int = 0) -> int:
+    """``rewardsql.cpu_math.apply_cpu_math``, with a bad value reported as a usage error (exit 2).
+
+    Must run before the command imports torch. Returns the torch thread count (0: torch's default).
+    """
+    from rewardsql.cpu_math import apply_cpu_math
+
+    try:
+        return apply_cpu_math(mode, threads)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

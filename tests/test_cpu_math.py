@@ -154,3 +154,17 @@ def test_reproducible_sft_gives_the_same_weights_with_one_and_two_threads(tmp_pa
     assert flag["saved"]["cpu_math"]["class"] == name
     assert flag["sha"] == two["sha"]
     assert one["saved"]["cpu_math"] == one["cpu_math"]  # the result records what ran
+
+
+def test_cli_refuses_reproducible_math_once_torch_is_imported(tmp_path: Path):
+    """In a process that already holds torch (here pytest's), the CLI says so instead of
+    training with math that only looks reproducible."""
+    import torch  # noqa: F401
+    from rewardsql.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["sft", "--config", str(tmp_path / "c.json"),
+                                      "--cpu-math", "reproducible"])
+    assert result.exit_code == 2
+    assert "must be set before torch is imported" in result.output
+    assert list(tmp_path.iterdir()) == []

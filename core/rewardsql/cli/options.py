@@ -14,7 +14,8 @@ CpuMath = Annotated[str, typer.Option(
 
 
 def cpu_math_or_exit(mode: str, threads: int = 0) -> int:
-    """``rewardsql.cpu_math.apply_cpu_math``, with a bad value reported as a usage error (exit 2).
+    """``rewardsql.cpu_math.apply_cpu_math``, with a bad value, or torch imported too early (by
+    a plugin, or a caller that runs the CLI in its own process), reported as an error (exit 2).
 
     Must run before the command imports torch. Returns the torch thread count (0: torch's default).
     """
@@ -22,6 +23,6 @@ def cpu_math_or_exit(mode: str, threads: int = 0) -> int:
 
     try:
         return apply_cpu_math(mode, threads)
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -49,8 +49,8 @@ CLASS_FLAGS = {"avx512": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512
 REPRODUCIBLE_THREADS = 2
 #: ``--cpu-math`` values.
 MODES = ("reproducible", "native")
-#: Every variable ``CLASS_ENV`` sets.
-VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+#: Every variable ``CLASS_ENV`` sets (each class sets the same three).
+VARIABLES = tuple(CLASS_ENV["avx512"])
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:

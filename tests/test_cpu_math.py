@@ -26,6 +26,7 @@ from rewardsql.cpu_math import (
     apply_cpu_math,
     cpu_class,
     cpu_flags,
+    cpu_model,
     describe_cpu_math,
     reproducible_env,
     use_reproducible_cpu_math,
@@ -45,11 +46,14 @@ def test_the_class_is_the_widest_whose_flags_the_cpu_has():
     assert reproducible_env(set()) == {}
 
 
-def test_cpu_flags_reads_the_flags_line(tmp_path: Path):
+def test_cpu_flags_and_model_read_their_lines(tmp_path: Path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 fma\n\n")
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some Xeon\nvmx flags\t: ept\n"
+                       "flags\t\t: fpu avx2 fma\n\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "fma"}
+    assert cpu_model(cpuinfo) == "Some Xeon"
     assert cpu_flags(tmp_path / "missing") == set()
+    assert cpu_model(tmp_path / "missing") is None
 
 
 def test_refuses_once_torch_is_imported_and_sets_nothing(monkeypatch):

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 from rewardsql import demo
-from rewardsql.cpu_math import CLASS_ENV, REPRODUCIBLE_THREADS, cpu_class, cpu_flags
+from rewardsql.cpu_math import (
+    CLASS_ENV,
+    REPRODUCIBLE_THREADS,
+    cpu_class,
+    cpu_flags,
+    cpu_model,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +48,11 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto
     assert report["environment"]["device"] == device
+    assert report["environment"]["cpu"] == cpu_model()
+    assert f"{cpu_model()}" in proc.stdout  # the summary names the CPU the figures came from
+    # the GRPO run's own record of its environment agrees with the report's
+    run = json.loads((out / "grpo" / "run.json").read_text())
+    assert run["starts"][-1]["environment"]["cpu_math"] == report["environment"]["cpu_math"]
     # --cpu-math reproducible (the default): this CPU's class pinned, MKL's reproducible mode
     assert report["environment"]["torch_threads"] == REPRODUCIBLE_THREADS
     math = report["environment"]["cpu_math"]

@@ -138,6 +138,38 @@ def test_resume_disable_starts_afresh(first_run, fixture, tmp_path):
     assert again.global_step == 2
     assert len(_records(copy)) == 2
     assert ckpt.load_state(again.resumed_from).global_step == 2
+    # run.json keeps the first start and adds the resumed one, at the step it resumed from
+    starts = json.loads((copy / "run.json").read_text())["starts"]
+    assert [(s["step"], s["resumed_from"]) for s in starts] == [
+        (0, None), (2, str(copy / "checkpoints" / "global_step_2"))]
+
+
+def test_run_json_records_config_and_environment(first_run, fixture):
+    import torch
+    from rewardsql.cpu_math import cpu_model, describe_cpu_math
+
+    _, out = first_run
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"] == engine_config(fixture)
+    [start] = run["starts"]
+    assert start["step"] == 0 and start["resumed_from"] is None
+    env = start["environment"]
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert env["torch_threads"] == 1  # the module's one_thread fixture
+    assert env["cpu_math"] == describe_cpu_math() and env["cpu"] == cpu_model()
+
+
+def test_run_json_of_a_fresh_run_replaces_a_resumed_runs(tmp_path):
+    from rewardsql.engine.local import record_start
+
+    path = tmp_path / "run.json"
+    path.write_text("{not json")  # a damaged file does not stop a resume from recording itself
+    record_start(path, {"a": 1}, device="cpu", step=3, resumed_from=tmp_path / "ckpt")
+    record_start(path, {"a": 1}, device="cpu", step=5, resumed_from=tmp_path / "ckpt")
+    assert [s["step"] for s in json.loads(path.read_text())["starts"]] == [3, 5]
+    record_start(path, {"a": 2}, device="cpu", step=0, resumed_from=None)
+    run = json.loads(path.read_text())
+    assert run["config"] == {"a": 2} and [s["step"] for s in run["starts"]] == [0]
 
 
 def test_evaluate_model_on_chosen_prompts(fixture):

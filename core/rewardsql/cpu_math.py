@@ -55,12 +55,22 @@ VARIABLES = tuple(CLASS_ENV["avx512"])
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The CPU's feature flags (Linux); empty where ``cpuinfo`` cannot be read."""
+    return set(_cpuinfo_field("flags", cpuinfo).split())
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's model name (Linux), e.g. ``AMD EPYC``; None where ``cpuinfo`` has none. MKL's
+    reproducible branches are documented for Intel CPUs, so a report names the vendor too."""
+    return _cpuinfo_field("model name", cpuinfo) or None
+
+
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str:
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return set()
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+        return ""
+    line = next((x for x in text.splitlines() if x.split(":")[0].strip() == name), "")
+    return line.partition(":")[2].strip()
 
 
 def cpu_class(flags: set[str]) -> str | None:

@@ -21,16 +21,14 @@ Layout of the output directory::
 from __future__ import annotations
 
 import copy
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import rewardsql
 from rewardsql.config import ConfigError, load_config, require_verl
-from rewardsql.cpu_math import cpu_math_label, describe_cpu_math
+from rewardsql.cpu_math import cpu_math_label
+from rewardsql.environment import describe_environment
 from rewardsql.io import atomic_write, atomic_write_json
 from rewardsql.tiny import CONFIG_DIR
 
@@ -207,16 +205,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "sft_config": str(SFT_CONFIG),
             "grpo": config,
         },
-        "environment": {
-            "rewardsql": rewardsql.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "device": device,
-            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_math": describe_cpu_math(),
-        },
+        "environment": describe_environment(device),
     }
     atomic_write_json(output_dir / REPORT_JSON, report)
     plot_report(steps, report["grpo"]["dev_history"], output_dir / REPORT_PNG,
@@ -283,6 +272,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
          f"{report['grpo']['own_prompts_accuracy']:.3f}"),
         ("GRPO's own prompts evaluated", str(report["grpo"]["own_prompts_count"])),
         ("GRPO steps", str(report["grpo"]["steps"])),
+        ("CPU", str(report["environment"].get("cpu"))),
         ("CPU math", cpu_math_label(report["environment"].get("cpu_math") or {})),
         ("torch threads", str(report["environment"].get("torch_threads"))),
         ("time: data + model", f"{t['build_s']:.0f} s"),

@@ -8,11 +8,13 @@ compute old and reference log-probs, and update the policy with verl's PPO loss.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +48,15 @@ from rewardsql.engine.update import (
     ppo_update,
     resolve_estimator,
 )
-from rewardsql.io import atomic_directory
+from rewardsql.environment import describe_environment
+from rewardsql.io import atomic_directory, atomic_write_json
 from rewardsql.rewards import RewardResult
 
 logger = logging.getLogger(__name__)
 
 DEV_FILE = "dev.jsonl"
+#: The run's config and, for each start (the first and every resume), its environment.
+RUN_FILE = "run.json"
 
 
 @dataclass
@@ -175,8 +180,8 @@ def run_local(config: Any, output_dir: Path) -> LocalRunResult:
     Args:
         config: verl 0.9.1 PPO-trainer-shaped config (DictConfig, or a plain dict with only the
             keys that differ from verl's defaults).
-        output_dir: where ``metrics.jsonl``, ``dev.jsonl``, ``tensorboard/``, ``checkpoints/`` and
-            ``final_model/`` go.
+        output_dir: where ``run.json``, ``metrics.jsonl``, ``dev.jsonl``, ``tensorboard/``,
+            ``checkpoints/`` and ``final_model/`` go.
 
     Raises:
         ConfigError: a missing, unknown, mistyped or unsupported key (named in the message).
@@ -229,6 +234,8 @@ def run_local(config: Any, output_dir: Path) -> LocalRunResult:
     else:
         metrics.reset()
         (output_dir / DEV_FILE).unlink(missing_ok=True)
+    record_start(output_dir / RUN_FILE, config, device=device.type, step=state.global_step,
+                 resumed_from=resumed_from)
 
     reward = RewardSource(settings, tokenizer)
     from tqdm.auto import tqdm
@@ -277,6 +284,32 @@ def run_local(config: Any, output_dir: Path) -> LocalRunResult:
         trained_prompts=drawn_prompts(len(train_prompts), settings.train_batch_size,
                                       state.batches_drawn, seed=settings.seed,
                                       shuffle=settings.shuffle))
+
+
+def record_start(path: Path, config: Any, *, device: str, step: int,
+                 resumed_from: Path | None) -> None:
+    """Write ``run.json``: the config and the starts of this run, this one last.
+
+    A resumed run keeps the earlier starts, so a run continued on another machine, torch or
+    CPU arithmetic says so; a fresh run replaces the file.
+    """
+    starts: list[Any] = []
+    if resumed_from is not None:
+        try:
+            starts = json.loads(path.read_text(encoding="utf-8"))["starts"]
+        except (OSError, ValueError, KeyError, TypeError):
+            starts = []  # written by an older rewardsql, or lost: the new start still counts
+    starts.append({"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "step": step, "resumed_from": str(resumed_from) if resumed_from else None,
+                   "environment": describe_environment(device)})
+    atomic_write_json(path, {"config": _plain(config), "starts": starts})
+
+
+def _plain(config: Any) -> Any:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) \
+        else config
 
 
 def on_policy(settings: Settings) -> bool:

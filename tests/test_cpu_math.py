@@ -26,7 +26,9 @@ from rewardsql.cpu_math import (
     apply_cpu_math,
     cpu_class,
     cpu_flags,
+    cpu_math_label,
     cpu_model,
+    cpu_vendor,
     describe_cpu_math,
     reproducible_env,
     use_reproducible_cpu_math,
@@ -48,12 +50,23 @@ def test_the_class_is_the_widest_whose_flags_the_cpu_has():
 
 def test_cpu_flags_and_model_read_their_lines(tmp_path: Path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some Xeon\nvmx flags\t: ept\n"
-                       "flags\t\t: fpu avx2 fma\n\n")
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Some Xeon\n"
+                       "vmx flags\t: ept\nflags\t\t: fpu avx2 fma\n\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "fma"}
-    assert cpu_model(cpuinfo) == "Some Xeon"
+    assert cpu_model(cpuinfo) == "Some Xeon" and cpu_vendor(cpuinfo) == "GenuineIntel"
     assert cpu_flags(tmp_path / "missing") == set()
-    assert cpu_model(tmp_path / "missing") is None
+    assert cpu_model(tmp_path / "missing") is None and cpu_vendor(tmp_path / "missing") is None
+
+
+def test_label_names_the_vendor_of_a_reproducible_class():
+    assert cpu_math_label({"mode": "reproducible", "class": "avx2",
+                           "vendor": "AuthenticAMD"}) == "reproducible avx2 (AMD)"
+    assert cpu_math_label({"mode": "reproducible", "class": "avx512",
+                           "vendor": "GenuineIntel"}) == "reproducible avx512 (Intel)"
+    assert cpu_math_label({"mode": "reproducible", "class": "avx2",
+                           "vendor": None}) == "reproducible avx2"
+    assert cpu_math_label({"mode": "native", "class": None,
+                           "vendor": "AuthenticAMD"}) == "native"
 
 
 def test_refuses_once_torch_is_imported_and_sets_nothing(monkeypatch):
@@ -71,6 +84,7 @@ def test_a_process_without_the_settings_reports_native_math(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     described = describe_cpu_math()
     assert described["mode"] == "native" and described["class"] is None
+    assert described["vendor"] == cpu_vendor()
 
 
 def test_apply_cpu_math_checks_the_mode_and_gives_the_thread_count(monkeypatch):

@@ -310,7 +310,13 @@ def test_local_engine_with_reproducible_cpu_math_says_what_it_computes_with(
         full_batch: Path, tmp_path: Path) -> None:
     """A fresh process (the settings must precede torch): the summary names the class and the
     thread count before the engine starts; here the engine then fails on a missing model."""
-    from rewardsql.cpu_math import REPRODUCIBLE_THREADS, cpu_class, cpu_flags
+    from rewardsql.cpu_math import (
+        REPRODUCIBLE_THREADS,
+        cpu_class,
+        cpu_flags,
+        cpu_math_label,
+        cpu_vendor,
+    )
 
     name = cpu_class(cpu_flags())
     if name is None:
@@ -320,7 +326,9 @@ def test_local_engine_with_reproducible_cpu_math_says_what_it_computes_with(
                      "-o", str(tmp_path / "out"), "--engine", "local", "--cpu-math",
                      "reproducible", f"actor_rollout_ref.model.path={tmp_path / 'no_model'}",
                      env=env)
-    assert (f"CPU math:       reproducible {name}, {REPRODUCIBLE_THREADS} torch threads"
+    label = cpu_math_label({"mode": "reproducible", "class": name, "vendor": cpu_vendor()})
+    assert label.startswith(f"reproducible {name}")
+    assert (f"CPU math:       {label}, {REPRODUCIBLE_THREADS} torch threads"
             in result.stdout), result.stdout + result.stderr
     assert result.returncode == 1 and "error:" in result.stderr
 

@@ -11,11 +11,13 @@ another (examples/tiny/README.md).
 else AVX2, and turns on MKL's strict conditional numerical reproducibility (Intel documents it as
 giving the same results on every Intel CPU that supports the chosen branch, for a fixed thread
 count); with ``REPRODUCIBLE_THREADS`` threads, SFT and GRPO then compute the same numbers on
-every Intel CPU of that class. The two classes give different numbers from each other: the report
-records which one ran. Pinning an AVX-512 CPU to AVX2 would make one class of all, but costs
-1.4x to 1.7x the SFT time there (``bench/cpu_math.py``), more than the demo's 10 minutes allow;
-the AVX-512 branch costs 5% to 16%. On AMD CPUs MKL may ignore its branch setting, and ARM CPUs
-have no MKL: there the figures can differ.
+every Intel CPU of that class. The two classes give different numbers from each other, and one
+class gives other numbers on another vendor's CPU: the report records the class and the vendor.
+Pinning an AVX-512 CPU to AVX2 would make one class of all Intel CPUs, but costs 1.4x to 1.7x
+the SFT time there (``bench/cpu_math.py``), more than the demo's 10 minutes allow; the AVX-512
+branch costs 5% to 16%. Measured on an AMD EPYC (AVX2): the ``avx2`` class gives the same
+weights with 1, 2 and 4 threads, at no cost, but so does native math there, and they differ from
+an Intel CPU's ``avx2`` weights: reproducible per vendor, not across. ARM CPUs have no MKL.
 
 The variables are read once per process, when torch first computes, so they must be set before
 torch is imported: ``rewardsql demo`` sets them first thing (``--cpu-math reproducible``, its
@@ -49,6 +51,8 @@ CLASS_FLAGS = {"avx512": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512
 REPRODUCIBLE_THREADS = 2
 #: ``--cpu-math`` values.
 MODES = ("reproducible", "native")
+#: Short names of ``/proc/cpuinfo``'s vendor ids, for labels.
+_VENDOR_NAMES = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}
 #: Every variable ``CLASS_ENV`` sets (each class sets the same three).
 VARIABLES = tuple(CLASS_ENV["avx512"])
 
@@ -62,6 +66,13 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's model name (Linux), e.g. ``AMD EPYC``; None where ``cpuinfo`` has none. MKL's
     reproducible branches are documented for Intel CPUs, so a report names the vendor too."""
     return _cpuinfo_field("model name", cpuinfo) or None
+
+
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``); None where ``cpuinfo`` has none.
+    A class's bits hold per vendor: the same seed's SFT differed between an Intel and an AMD
+    CPU of class ``avx2`` (round 12, examples/tiny/README.md)."""
+    return _cpuinfo_field("vendor_id", cpuinfo) or None
 
 
 def _cpuinfo_field(name: str, cpuinfo: Path) -> str:
@@ -127,11 +138,15 @@ def describe_cpu_math() -> dict[str, Any]:
     return {
         "mode": "reproducible" if pinned else "native",
         "class": pinned,
+        "vendor": cpu_vendor(),
         "aten_cpu_capability": capability,
         **settings,
     }
 
 
 def cpu_math_label(described: Mapping[str, Any]) -> str:
-    """A short label of ``describe_cpu_math()``'s answer: ``reproducible avx512``, ``native``."""
-    return f"{described.get('mode', '?')} {described.get('class') or ''}".strip()
+    """A short label of ``describe_cpu_math()``'s answer: ``reproducible avx512 (Intel)``,
+    ``native``. Reproducible figures compare within one label."""
+    label = f"{described.get('mode', '?')} {described.get('class') or ''}".strip()
+    vendor = _VENDOR_NAMES.get(described.get("vendor") or "", described.get("vendor"))
+    return f"{label} ({vendor})" if described.get("class") and vendor else label

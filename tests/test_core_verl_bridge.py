@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from rewardsql.verl_bridge import (
     install_into_verl,
     manager_settings,
+    outcome_weight,
     request_from_dataproto,
     verl_reward_manager_class,
 )
@@ -234,11 +235,14 @@ def recording():
     return RecordingManager
 
 
-def _verl_config(**manager_settings):
+def _verl_config(outcome_weight=None, **manager_settings):
+    section = {"reward_manager": manager_settings}
+    if outcome_weight is not None:
+        section["reward_weights"] = {"process": 0.0, "outcome": outcome_weight}
     return OmegaConf.create(
         {
             "reward": {"custom_reward_function": {"path": None}, "reward_model": {"enable": False}},
-            "rewardsql": {"reward_manager": manager_settings},
+            "rewardsql": section,
         }
     )
 
@@ -328,6 +332,19 @@ def test_adapter_errors_reach_every_sample(tokenizer, recording, manager, messag
 
     results = asyncio.run(run())
     assert all(isinstance(r, Exception) and message in str(r) for r in results), results
+
+
+def test_adapter_applies_the_outcome_weight_to_scores_only(tokenizer, recording):
+    adapter = verl_reward_manager_class(RecordingManager)(_verl_config(0.25), tokenizer, None)
+    data = _batch(tokenizer, ["who"] * 2, ["SELECT name FROM singer", "SELECT"])
+
+    async def run():
+        return await asyncio.gather(*(adapter.run_single(data[i : i + 1]) for i in range(2)))
+
+    outputs = asyncio.run(run())
+    assert [o["reward_score"] for o in outputs] == [1.0, 0.25]  # lengths 4 and 1, times 0.25
+    assert [o["reward_extra_info"] for o in outputs] == [{"length": 4}, {"length": 1}]
+    assert outcome_weight(_verl_config()) == 1.0  # unset: scores as the manager gave them
 
 
 def test_manager_settings_reads_the_rewardsql_section():

@@ -242,6 +242,21 @@ def test_prm_weight_spreads_the_outcome_over_all_tokens(full_batch: Path, tmp_pa
     assert config["rewardsql"]["reward_manager"]["placement"] == "all_tokens"
 
 
+def test_outcome_weight_needs_a_manager_that_applies_it(full_batch: Path,
+                                                        tmp_path: Path) -> None:
+    # sql_verifier runs through rewardsql's adapter, which multiplies its scores by the weight
+    ok = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
+               "-o", str(tmp_path / "ok"), "--dry-run", "verifier.reward_coef=0.5")
+    assert ok.exit_code == 0, ok.output
+    assert resolved(tmp_path / "ok")["rewardsql"]["reward_weights"]["outcome"] == 0.5
+    # verl's own manager never sees rewardsql's weights: refused, not trained unscaled
+    naive = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
+                  "-o", str(tmp_path / "naive"), "--dry-run", "verifier.reward_coef=0.5",
+                  "reward.reward_manager.name=naive")
+    assert naive.exit_code == 1
+    assert "rewardsql.reward_weights.outcome" in naive.output and "'naive'" in naive.output
+
+
 def test_reward_manager_rejects_bad_settings(full_batch: Path, tmp_path: Path) -> None:
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                    "-o", str(tmp_path), "--dry-run", "rewardsql.reward_manager.mode=fuzzy")

@@ -33,6 +33,8 @@ ESTIMATOR_REGISTRY_MODULE = "verl.trainer.ppo.core_algos"
 MANAGER_REGISTRY_MODULE = "verl.experimental.reward_loop.reward_manager.registry"
 #: Where a verl config keeps the rewardsql reward manager's own settings.
 MANAGER_SETTINGS_KEY = ("rewardsql", "reward_manager")
+#: The outcome reward's weight (spec/cocte.md; the seed's ``verifier.reward_coef``).
+OUTCOME_WEIGHT_KEY = ("rewardsql", "reward_weights", "outcome")
 
 
 @dataclass
@@ -168,13 +170,27 @@ class _InstallAfterExec(importlib.abc.Loader):
 # -- reward managers ---------------------------------------------------------------------------
 
 
-def manager_settings(config: Any) -> dict[str, Any]:
-    """The rewardsql manager's own settings from a verl config (``rewardsql.reward_manager``)."""
+def _config_node(config: Any, keys: tuple[str, ...]) -> Any:
     node: Any = config
-    for key in MANAGER_SETTINGS_KEY:
+    for key in keys:
         node = node.get(key) if isinstance(node, Mapping) or hasattr(node, "get") else None
         if node is None:
-            return {}
+            return None
+    return node
+
+
+def outcome_weight(config: Any) -> float:
+    """``rewardsql.reward_weights.outcome`` from a verl config (1.0 when unset): every score a
+    rewardsql manager gives verl is multiplied by it, as the local engine does."""
+    value = _config_node(config, OUTCOME_WEIGHT_KEY)
+    return 1.0 if value is None else float(value)
+
+
+def manager_settings(config: Any) -> dict[str, Any]:
+    """The rewardsql manager's own settings from a verl config (``rewardsql.reward_manager``)."""
+    node = _config_node(config, MANAGER_SETTINGS_KEY)
+    if node is None:
+        return {}
     try:
         from omegaconf import DictConfig, OmegaConf
 
@@ -228,7 +244,8 @@ def verl_reward_manager_class(manager_cls: type) -> type:
     as each rollout finishes (agent-loop path). The wrapper batches continuously: requests that
     arrive while a ``score_batch`` call runs form the next batch; one call runs at a time.
     verl 0.9.1 takes one score per sample, so dense ``token_rewards`` are refused with a clear
-    error (the local engine supports them).
+    error (the local engine supports them). Scores are multiplied by :func:`outcome_weight`;
+    ``extra`` (e.g. ``acc``) is passed on as the manager gave it.
     """
     with _lock:
         if manager_cls in _adapters:
@@ -245,6 +262,7 @@ def verl_reward_manager_class(manager_cls: type) -> type:
                     tokenizer=tokenizer,
                     compute_score=user_reward_function(config, compute_score),
                 )
+                self.outcome_weight = outcome_weight(config)
                 self._pending: list[tuple[RewardRequest, asyncio.Future]] = []
                 self._drainer: asyncio.Task | None = None
                 self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -258,7 +276,8 @@ def verl_reward_manager_class(manager_cls: type) -> type:
                 if self._drainer is None or self._drainer.done():
                     self._drainer = asyncio.get_running_loop().create_task(self._drain())
                 result: RewardResult = await future
-                return {"reward_score": result.score, "reward_extra_info": dict(result.extra)}
+                return {"reward_score": result.score * self.outcome_weight,
+                        "reward_extra_info": dict(result.extra)}
 
             async def _drain(self) -> None:
                 await asyncio.sleep(0)  # let every sample of this tick queue up first

@@ -172,7 +172,8 @@ def _apply_options(config: Any, options: TrainOptions, config_core_function: str
 
 def _derive_reward_settings(config: Any, manager: resolve.Resolved, explicit: set[str],
                             notes: list[str], warnings: list[str]) -> None:
-    """``trainer.use_v1`` from the manager's needs; the SQL manager's placement from weights."""
+    """``trainer.use_v1`` from the manager's needs; the SQL manager's placement from weights;
+    an outcome weight only where the bridge's adapter applies it."""
     if resolve.needs_ground_truth(manager):
         if _select(config, "trainer.use_v1") and "trainer.use_v1" in explicit:
             raise ConfigError(
@@ -182,6 +183,13 @@ def _derive_reward_settings(config: Any, manager: resolve.Resolved, explicit: se
         notes.append(f"trainer.use_v1=false: reward manager {manager.name} needs ground truth")
     if manager.name == SQL_MANAGER:
         _derive_sql_manager_settings(config, notes, warnings)
+    outcome = float(_select(config, f"{REWARD_WEIGHTS}.outcome", 1.0))
+    if outcome != 1.0 and not resolve.is_rewardsql_manager(manager):
+        # verl's own managers never see rewardsql's weights: refuse rather than train unscaled
+        raise ConfigError(
+            f"{outcome:g} is applied to the scores of rewardsql's reward managers, and "
+            f"{manager.name!r} ({manager.provider}) is not one: scale the score in its reward "
+            "function instead, or use a rewardsql manager", key=f"{REWARD_WEIGHTS}.outcome")
 
 
 def _leaf_keys(tree: dict[str, Any], prefix: str = "") -> set[str]:

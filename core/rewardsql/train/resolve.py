@@ -206,17 +206,21 @@ def resolve_reward_manager(source: str, name: str, module_path: str | None = Non
         key=key)
 
 
+def is_rewardsql_manager(manager: Resolved) -> bool:
+    """Whether a rewardsql plugin's manager (run in verl through the bridge's adapter)."""
+    from rewardsql.rewards import RewardManager
+
+    return isinstance(manager.obj, type) and issubclass(manager.obj, RewardManager)
+
+
 def needs_ground_truth(manager: Resolved) -> bool:
     """Whether the manager reads ground truth, so verl must send it the full batch.
 
     Every rewardsql manager gets ``RewardRequest.ground_truth``; one that does not need it may
     say so with a class attribute ``needs_ground_truth = False``.
     """
-    from rewardsql.rewards import RewardManager
-
-    obj = manager.obj
-    if isinstance(obj, type) and issubclass(obj, RewardManager):
-        return bool(getattr(obj, "needs_ground_truth", True))
+    if is_rewardsql_manager(manager):
+        return bool(getattr(manager.obj, "needs_ground_truth", True))
     return False
 
 

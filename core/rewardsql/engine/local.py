@@ -234,8 +234,8 @@ def run_local(config: Any, output_dir: Path) -> LocalRunResult:
     else:
         metrics.reset()
         (output_dir / DEV_FILE).unlink(missing_ok=True)
-    record_start(output_dir / RUN_FILE, config, device=device.type, step=state.global_step,
-                 resumed_from=resumed_from)
+    record_start(output_dir / RUN_FILE, settings.raw, device=device.type,
+                 step=state.global_step, resumed_from=resumed_from)
 
     reward = RewardSource(settings, tokenizer)
     from tqdm.auto import tqdm
@@ -286,9 +286,10 @@ def run_local(config: Any, output_dir: Path) -> LocalRunResult:
                                       shuffle=settings.shuffle))
 
 
-def record_start(path: Path, config: Any, *, device: str, step: int,
+def record_start(path: Path, config: dict[str, Any], *, device: str, step: int,
                  resumed_from: Path | None) -> None:
-    """Write ``run.json``: the config and the starts of this run, this one last.
+    """Write ``run.json``: the config (plain, as ``Settings.raw``) and the starts of this run,
+    this one last.
 
     A resumed run keeps the earlier starts, so a run continued on another machine, torch or
     CPU arithmetic says so; a fresh run replaces the file.
@@ -302,14 +303,7 @@ def record_start(path: Path, config: Any, *, device: str, step: int,
     starts.append({"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "step": step, "resumed_from": str(resumed_from) if resumed_from else None,
                    "environment": describe_environment(device)})
-    atomic_write_json(path, {"config": _plain(config), "starts": starts})
-
-
-def _plain(config: Any) -> Any:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) \
-        else config
+    atomic_write_json(path, {"config": config, "starts": starts})
 
 
 def on_policy(settings: Settings) -> bool:

@@ -1,4 +1,4 @@
-"""What reproducible CPU math (rewardsql.cpu_math) costs, and whether it holds across threads.
+"""What reproducible CPU math (rewardsql.training.cpu_math) costs; whether it holds across threads.
 
     python bench/cpu_math.py              # 150 SFT steps per run, about 5 minutes on 2 cores
     python bench/cpu_math.py --steps 20   # a smoke run
@@ -25,7 +25,7 @@ from pathlib import Path
 
 def worker(mode: str, threads: int, steps: int, work: Path) -> None:
     """One SFT run in this process; prints a JSON line with its time and weight digest."""
-    from rewardsql.cpu_math import CLASS_ENV, use_reproducible_cpu_math
+    from rewardsql.training.cpu_math import CLASS_ENV, use_reproducible_cpu_math
 
     if mode == "reproducible":
         use_reproducible_cpu_math()
@@ -34,9 +34,9 @@ def worker(mode: str, threads: int, steps: int, work: Path) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from rewardsql.cpu_math import describe_cpu_math
-    from rewardsql.demo import SFT_CONFIG
-    from rewardsql.sft import SFTConfig, run_sft
+    from rewardsql.demo.pipeline import SFT_CONFIG
+    from rewardsql.training.cpu_math import describe_cpu_math
+    from rewardsql.training.sft import SFTConfig, run_sft
     from safetensors.torch import load_file
 
     out = work / f"sft-{mode}-{threads}"
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker[0], int(args.worker[1]), args.steps, work)
         return 0
 
-    from rewardsql.cpu_math import VARIABLES, cpu_class, cpu_flags
-    from rewardsql.tiny import build_example, build_tiny_model
+    from rewardsql.demo.tiny import build_example, build_tiny_model
+    from rewardsql.training.cpu_math import VARIABLES, cpu_class, cpu_flags
 
     example = build_example(work / "example", seed=0, scale="full")
     model = build_tiny_model(work / "model-build", example.corpus(), seed=0, size="tiny")

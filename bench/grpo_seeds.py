@@ -29,42 +29,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rewardsql.cpu_math import MODES, apply_cpu_math
 from rewardsql.io import atomic_write_json
+from rewardsql.training.cpu_math import MODES, apply_cpu_math
 
 #: Per data seed, the dev accuracy of each GRPO run made, by the digest of its config.
 RUNS_FILE = "grpo_runs.json"
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values read as JSON, else as
-    YAML: ``5e-5`` is a number, which YAML 1.1 alone would read as a string)."""
-    import yaml
+def digest(config: Any) -> str:
+    from rewardsql.config import to_plain
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        *parents, last = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        try:
-            node[last] = json.loads(value)
-        except ValueError:
-            node[last] = yaml.safe_load(value)
-    return out
-
-
-def digest(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    plain = to_plain(config)
+    plain["trainer"].pop("default_local_dir", None)  # where a run goes is not what it computes
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sft_of(out: Path, seed: int, quick: bool, threads: int | None, reuse: bool) -> dict[str, Any]:
     """The demo's report for ``seed``: read back when its reproducible run is there, else run."""
-    from rewardsql.cpu_math import describe_cpu_math
-    from rewardsql.demo import run_demo
+    from rewardsql.demo.pipeline import run_demo
+    from rewardsql.training.cpu_math import describe_cpu_math
 
     path = out / "report.json"
     if reuse and path.is_file():
@@ -78,11 +61,11 @@ def sft_of(out: Path, seed: int, quick: bool, threads: int | None, reuse: bool) 
 
 
 def grpo_runs(out: Path, seed: int, report: dict[str, Any], rollout_seeds: list[int],
-              variant: dict[str, Any], *, quick: bool, reuse: bool) -> list[float]:
+              variant: list[str], *, quick: bool, reuse: bool) -> list[float]:
     """Dev accuracy after GRPO from the seed's SFT model, one per rollout seed."""
-    from rewardsql.demo import grpo_config, merge
-    from rewardsql.engine.local import run_local
-    from rewardsql.tiny import build_example
+    from rewardsql.demo.pipeline import grpo_plan
+    from rewardsql.demo.tiny import build_example
+    from rewardsql.training.launcher import launch
 
     scale = "quick" if quick else "full"
     example = build_example(out / "cache" / f"example-{scale}-seed{seed}", seed=seed, scale=scale)
@@ -91,13 +74,16 @@ def grpo_runs(out: Path, seed: int, report: dict[str, Any], rollout_seeds: list[
     cache = json.loads(cache_file.read_text()) if reuse and cache_file.is_file() else {}
     accuracies = []
     for rollout_seed in rollout_seeds:
-        config = merge(grpo_config(example, sft_model, quick=quick, seed=rollout_seed), variant)
-        key = digest(config)
+        def plan_in(directory: Path, rollout_seed: int = rollout_seed) -> Any:
+            return grpo_plan(example, sft_model, directory, quick=quick, seed=rollout_seed,
+                             overrides=variant)
+
+        key = digest(plan_in(out / "grpo").config)
         if key not in cache:
             if not variant and rollout_seed == seed:  # the demo's own GRPO run
                 cache[key] = report["grpo"]["dev_accuracy"]
             else:
-                run = run_local(config, out / f"grpo-{key}")
+                run = launch.run_local(plan_in(out / f"grpo-{key}"))
                 if run.final_dev_accuracy is None:
                     raise RuntimeError("a GRPO run made no dev evaluation")
                 cache[key] = run.final_dev_accuracy
@@ -120,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-math", choices=MODES, default="reproducible",
                         help="as `rewardsql demo --cpu-math`")
     args = parser.parse_args(argv)
-    variant = parse_set(args.settings)
+    variant = list(args.settings)
     threads = apply_cpu_math(args.cpu_math) or None  # before torch is imported
     reuse = args.cpu_math == "reproducible"
 
     started = time.perf_counter()
-    columns = {"demo's GRPO": {}} if not variant else {"demo's GRPO": {}, "variant": {}}
+    columns: dict[str, dict[int, list[float]]] = (
+        {"demo's GRPO": {}} if not variant else {"demo's GRPO": {}, "variant": {}})
     rows = []
     for seed in args.data_seed:
         out = args.output_dir / f"data-seed{seed}{'-quick' if args.quick else ''}"
@@ -134,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         before = report["sft"]["dev_accuracy"]
         for name, runs in columns.items():
             runs[seed] = grpo_runs(out, seed, report, rollout_seeds,
-                                   variant if name == "variant" else {},
+                                   variant if name == "variant" else [],
                                    quick=args.quick, reuse=reuse)
         rows.append((seed, before, report["sft"]["dev_count"]))
 
     print(f"\n{'scale: quick' if args.quick else 'scale: full'}; rollout seeds: the data seed, "
-          f"then data seed + 1000, + 1001, ...; variant: {json.dumps(variant) or '-'}")
+          f"then data seed + 1000, + 1001, ...; variant: {' '.join(variant) or '-'}")
     print(f"{'data seed':>9}  {'dev':>4}  {'SFT':>5}  " + "  ".join(f"{n:<24}" for n in columns))
     for seed, before, count in rows:
         cells = ["  ".join(f"{a:.3f}" for a in runs[seed]) for runs in columns.values()]

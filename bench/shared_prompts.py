@@ -41,18 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from rewardsql.demo import grpo_config
-    from rewardsql.engine.local import load_prompts, load_tokenizer
-    from rewardsql.engine.rollout import forward_log_probs, generate
-    from rewardsql.engine.settings import read_settings
-    from rewardsql.tiny import build_example, build_tiny_model
+    from rewardsql.demo.pipeline import grpo_plan
+    from rewardsql.demo.tiny import build_example, build_tiny_model
+    from rewardsql.training.local.local import load_prompts, load_tokenizer
+    from rewardsql.training.local.rollout import forward_log_probs, generate
+    from rewardsql.training.local.settings import read_settings
 
     prompts_n, group_n = (4, 4) if args.quick else (8, 8)
     repeats = 1 if args.quick else args.repeats
     with tempfile.TemporaryDirectory() as tmp:
         example = build_example(Path(tmp) / "example", seed=0, scale="quick")
         model_dir = build_tiny_model(Path(tmp) / "model", example.corpus(), seed=0, size="tiny")
-        settings = read_settings(grpo_config(example, model_dir, quick=True, seed=0))
+        plan = grpo_plan(example, model_dir, Path(tmp) / "grpo", quick=True, seed=0)
+        settings = read_settings(plan.config)
         tokenizer = load_tokenizer(settings)
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -1,7 +1,7 @@
 """Fixtures of the local-engine tests: the bundled example, a tiny model, and a policy that
 answers some training questions right, so that GRPO groups get different rewards.
 
-Everything is real: the example's SQLite databases and parquet files (rewardsql.tiny), a tiny
+Everything is real: the example's SQLite databases and parquet files (rewardsql.demo.tiny), a tiny
 Qwen2 model with its trained tokenizer, and a few steps of teacher forcing on two gold answers.
 """
 
@@ -22,7 +22,7 @@ MAX_STEPS = 150
 
 def build_fixture(root: Path) -> dict[str, Path]:
     """Example (quick scale), a 2-prompt training parquet, and a partly trained tiny model."""
-    from rewardsql.tiny import build_example, build_tiny_model
+    from rewardsql.demo.tiny import build_example, build_tiny_model
 
     example = build_example(root / "example", seed=0, scale="quick")
     base = build_tiny_model(root / "base_model", example.corpus(), seed=0, size="tiny")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from rewardsql.tiny import CONFIG_DIR, TinyExample, build_example, build_tiny_model
+from rewardsql.demo.tiny import CONFIG_DIR, TinyExample, build_example, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SFT_CONFIG = CONFIG_DIR / "sft_config.json"

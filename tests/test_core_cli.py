@@ -39,12 +39,15 @@ def test_plugins_list_json_records_are_exact(site):
             "error": "reward function 'exact_match' is provided by two plugins: 'good-plugin' and "
             "'zz-conflict-plugin'; uninstall one, or select plugins with REWARDSQL_PLUGINS.",
             "components": [
-                {"kind": "reward_function", "name": "exact_match", "aliases": ["em"]},
-                {"kind": "reward_manager", "name": "length_manager", "aliases": []},
+                {"kind": "reward_function", "name": "exact_match", "aliases": ["em"],
+                 "summary": "exact string match"},
+                {"kind": "reward_manager", "name": "length_manager", "aliases": [],
+                 "summary": ""},
                 {
                     "kind": "advantage_estimator",
                     "name": "double_adv",
                     "aliases": ["compute_double_advantage"],
+                    "summary": "",
                 },
             ],
         },
@@ -55,8 +58,8 @@ def test_plugins_list_json_records_are_exact(site):
             "error": "reward function 'exact_match' is provided by two plugins: 'good-plugin' and "
             "'zz-conflict-plugin'; uninstall one, or select plugins with REWARDSQL_PLUGINS.",
             "components": [
-                {"kind": "reward_function", "name": "exact_match", "aliases": []},
-                {"kind": "reward_function", "name": "always_one", "aliases": []},
+                {"kind": "reward_function", "name": "exact_match", "aliases": [], "summary": ""},
+                {"kind": "reward_function", "name": "always_one", "aliases": [], "summary": ""},
             ],
         },
     ]
@@ -156,14 +159,41 @@ def test_version_help_and_usage_errors(site):
     assert wrong.returncode == 2 and "No such command 'lst'" in wrong.stderr
 
 
-def test_a_command_module_that_fails_to_import_does_not_break_the_others():
-    from rewardsql.cli import build_app
-    from typer.testing import CliRunner
+def test_a_plugin_whose_commands_fail_does_not_break_the_others(fake_site):
+    fake_site.add("cmd-broken", "fake_cmd_broken", """
+        import rewardsql
 
-    app = build_app(("plugins", "no_such_group"))
-    runner = CliRunner()
-    broken = runner.invoke(app, ["no-such-group", "--anything"])
-    assert broken.exit_code == 1
-    assert "the `no-such-group` command could not be loaded: ModuleNotFoundError" in broken.output
-    listing = runner.invoke(app, ["plugins", "list", "--json"])
-    assert listing.exit_code == 0 and listing.output.startswith("[")
+        @rewardsql.hookimpl
+        def rewardsql_commands(register):
+            raise ImportError("No module named 'missing_extra'")
+    """)
+    fake_site.add("cmd-clash", "fake_cmd_clash", """
+        import rewardsql
+
+        def train():
+            "Not rewardsql's train."
+
+        @rewardsql.hookimpl
+        def rewardsql_commands(register):
+            register("train", train)
+    """)
+    env = {"REWARDSQL_PLUGINS": "cmd-broken,cmd-clash"}
+    helped = fake_site.run("-m", "rewardsql", "--help", **env)
+    assert helped.returncode == 0, helped.stderr
+    for command in ("plugins", "train", "sft", "demo"):
+        assert f" {command} " in helped.stdout
+    listing = fake_site.run("-m", "rewardsql", "plugins", "list", "--json", **env)
+    records = {r["plugin"]: r for r in json.loads(listing.stdout)}
+    assert "ImportError: No module named 'missing_extra'" in records["cmd-broken"]["error"]
+    assert "command 'train': taken by rewardsql itself" in records["cmd-clash"]["error"]
+    # rewardsql's own train is the one that runs; the clashing one is not mounted
+    train = fake_site.run("-m", "rewardsql", "train", "--help", **env)
+    assert train.returncode == 0 and "--dry-run" in train.stdout
+
+
+def test_builtin_commands_are_a_plugin_listed_on_request(site):
+    result = site.run("-m", "rewardsql", "plugins", "list", "--json", "--builtin",
+                      REWARDSQL_PLUGINS="none")
+    (record,) = json.loads(result.stdout)
+    assert record["plugin"] == "rewardsql" and record["status"] == "ok"
+    assert {c["name"] for c in record["components"]} >= {"plugins", "train", "sft", "demo"}

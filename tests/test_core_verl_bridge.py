@@ -18,10 +18,9 @@ pytest.importorskip("verl")
 
 import rewardsql
 from omegaconf import OmegaConf
+from rewardsql.section import read_section
 from rewardsql.verl_bridge import (
     install_into_verl,
-    manager_settings,
-    outcome_weight,
     request_from_dataproto,
     verl_reward_manager_class,
 )
@@ -344,11 +343,12 @@ def test_adapter_applies_the_outcome_weight_to_scores_only(tokenizer, recording)
     outputs = asyncio.run(run())
     assert [o["reward_score"] for o in outputs] == [1.0, 0.25]  # lengths 4 and 1, times 0.25
     assert [o["reward_extra_info"] for o in outputs] == [{"length": 4}, {"length": 1}]
-    assert outcome_weight(_verl_config()) == 1.0  # unset: scores as the manager gave them
+    # unset: scores as the manager gave them
+    assert read_section(_verl_config()).reward_weights.outcome == 1.0
 
 
-def test_manager_settings_reads_the_rewardsql_section():
-    assert manager_settings(OmegaConf.create({})) == {}
-    assert manager_settings({"rewardsql": {"reward_manager": {"a": 1}}}) == {"a": 1}
+def test_the_bridge_reads_the_rewardsql_section():
+    assert read_section(OmegaConf.create({})).reward_manager == {}
+    assert read_section({"rewardsql": {"reward_manager": {"a": 1}}}).reward_manager == {"a": 1}
     cfg = OmegaConf.create({"x": 2, "rewardsql": {"reward_manager": {"a": "${x}"}}})
-    assert manager_settings(cfg) == {"a": 2}
+    assert read_section(cfg).reward_manager == {"a": 2}

@@ -1,4 +1,5 @@
-"""Reproducible CPU math (rewardsql.cpu_math): classes from CPU flags, and SFT that gives the
+"""Reproducible CPU math (rewardsql.training.cpu_math): classes from CPU flags, and SFT that gives
+the
 same weights whatever the thread count.
 
 The SFT runs are subprocesses running ``rewardsql sft``, as a user does, since the settings must
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from _tiny_helpers import quick_example, tiny_model
-from rewardsql.cpu_math import (
+from rewardsql.training.cpu_math import (
     CLASS_CAPABILITY,
     CLASS_ENV,
     MODES,
@@ -33,7 +34,7 @@ from rewardsql.cpu_math import (
     reproducible_env,
     use_reproducible_cpu_math,
 )
-from rewardsql.sft.train import RESULT_FILE
+from rewardsql.training.sft.train import RESULT_FILE
 from safetensors.torch import load_file
 
 AVX512_SERVER = {"fma", "avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
@@ -133,7 +134,7 @@ def _sft(tmp_path_factory, out: Path, threads: int, env: dict[str, str],
         "resume_from_checkpoint": None}))
     # `rewardsql sft`, then what that process computed with
     script = ("import json, sys\nfrom rewardsql.cli import app\n"
-              "from rewardsql.cpu_math import describe_cpu_math\n"
+              "from rewardsql.training.cpu_math import describe_cpu_math\n"
               "app(['sft', '--config', *sys.argv[1:]], standalone_mode=False)\n"
               "print('CPU_MATH', json.dumps(describe_cpu_math()))")
     clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}

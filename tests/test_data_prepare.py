@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from _train_helpers import SPIDER_QUESTIONS, build_databases, build_spider_fixture
 from rewardsql.cli import app
-from rewardsql.data.prepare import split_rows
-from rewardsql.data.prompts import SYSTEM_PROMPT, schema_ddl
+from rewardsql_sql_reward.prepare import split_rows
+from rewardsql_sql_reward.prompts import SYSTEM_PROMPT, schema_ddl
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -136,7 +136,7 @@ def test_wrong_format_says_which_one_it_looks_like(spider: dict[str, Path],
     result = prepare("--format", "bird", "--input", str(spider["questions"]),
                      "--db-root", str(spider["db_root"]), "--output",
                      str(tmp_path / "x.parquet"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error: the input is not in that format
     assert "missing or empty 'SQL'" in result.output and "--format spider" in result.output
     assert not (tmp_path / "x.parquet").exists()
 
@@ -145,9 +145,9 @@ def test_missing_db_root_and_bad_fraction(spider: dict[str, Path], tmp_path: Pat
     base = ["--format", "spider", "--input", str(spider["questions"]),
             "--output", str(tmp_path / "x.parquet")]
     result = prepare(*base, "--db-root", str(tmp_path / "nowhere"))
-    assert result.exit_code == 1 and "nowhere" in result.output
+    assert result.exit_code == 2 and "nowhere" in result.output
     result = prepare(*base, "--db-root", str(spider["db_root"]), "--val-fraction", "1.5")
-    assert result.exit_code == 1 and "--val-fraction" in result.output
+    assert result.exit_code == 2 and "--val-fraction" in result.output
 
 
 def test_nothing_to_write_is_an_error(tmp_path: Path) -> None:

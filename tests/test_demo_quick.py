@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from rewardsql import demo
-from rewardsql.cpu_math import (
+from rewardsql.demo import pipeline as demo
+from rewardsql.training.cpu_math import (
     CLASS_ENV,
     REPRODUCIBLE_THREADS,
     cpu_class,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from rewardsql.config import ConfigError
-from rewardsql.engine.settings import read_settings
+from rewardsql.errors import ConfigError
+from rewardsql.training.local.settings import read_settings
 
 BASE = {
     "data": {"train_files": "train.parquet", "val_files": "dev.parquet", "train_batch_size": 4},
@@ -32,7 +32,8 @@ def test_verl_defaults_fill_what_is_not_given():
     s = read_settings(BASE)
     assert (s.n, s.temperature, s.top_p, s.lr) == (1, 1.0, 1.0, 1e-6)
     assert (s.kl_loss_type, s.loss_agg_mode, s.grad_clip) == ("low_var_kl", "token-mean", 1.0)
-    assert s.adv_estimator == "grpo" and s.reward_manager == "sql_verifier"
+    # verl's default manager: the core names no plugin (the shipped configs name sql_verifier)
+    assert s.adv_estimator == "grpo" and s.reward_manager == "naive"
     assert s.response_length == 512 and s.save_freq == -1 and s.resume_mode == "auto"
 
 
@@ -104,7 +105,7 @@ def test_mini_batch_must_divide_the_batch():
 def test_composed_verl_defaults_are_accepted():
     # what `rewardsql train` hands over: verl 0.9.1's whole composed ppo_trainer config
     from omegaconf import OmegaConf
-    from rewardsql.train.compose import _defaults_cached
+    from rewardsql.training.launcher.compose import _defaults_cached
 
     config = OmegaConf.create(OmegaConf.to_container(_defaults_cached()))
     config.actor_rollout_ref.model.path = "m"
@@ -119,7 +120,7 @@ def test_composed_verl_defaults_are_accepted():
 def test_estimators_get_verls_keywords():
     """A plugin estimator gets exactly what verl's compute_advantage passes it."""
     from omegaconf import OmegaConf
-    from rewardsql.engine.update import compute_advantages, resolve_estimator
+    from rewardsql.training.local.update import compute_advantages, resolve_estimator
 
     seen = {}
 
@@ -145,15 +146,15 @@ def test_estimators_get_verls_keywords():
 
 
 def test_unknown_estimator_is_a_config_error():
-    from rewardsql.engine.update import resolve_estimator
+    from rewardsql.training.local.update import resolve_estimator
 
     with pytest.raises(ConfigError, match="no_such_estimator"):
         resolve_estimator("no_such_estimator")
 
 
 def test_token_level_rewards_placement():
-    from rewardsql.engine.scoring import token_level_rewards
     from rewardsql.rewards import RewardResult
+    from rewardsql.training.local.scoring import token_level_rewards
 
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     dense = RewardResult(0.0, token_rewards=[.1, .2, .3, .4])
@@ -165,7 +166,7 @@ def test_token_level_rewards_placement():
 
 
 def test_response_mask_stops_after_the_first_stop_token():
-    from rewardsql.engine.rollout import response_mask_of
+    from rewardsql.training.local.rollout import response_mask_of
 
     responses = torch.tensor([[5, 6, 2, 2, 0], [5, 7, 7, 7, 7], [3, 2, 9, 2, 9]])
     assert response_mask_of(responses, [3]).tolist()[2] == [1, 0, 0, 0, 0]

@@ -52,9 +52,14 @@ def _dynamic(fixture, train: Path, **filter_groups) -> dict:
 
 
 def _parts(fixture, config):
-    from rewardsql.engine.local import load_model, load_prompts, load_tokenizer, seed_everything
-    from rewardsql.engine.scoring import RewardSource
-    from rewardsql.engine.settings import read_settings
+    from rewardsql.training.local.local import (
+        load_model,
+        load_prompts,
+        load_tokenizer,
+        seed_everything,
+    )
+    from rewardsql.training.local.scoring import RewardSource
+    from rewardsql.training.local.settings import read_settings
 
     settings = read_settings(config)
     seed_everything(settings.rollout_seed)
@@ -72,8 +77,8 @@ def _scores_by_group(sampled) -> dict[str, list[float]]:
 
 
 def test_skips_groups_whose_rewards_are_all_equal(fixture, mixed_train):
-    from rewardsql.engine.checkpoint import TrainerState
-    from rewardsql.engine.local import _sample
+    from rewardsql.training.local.checkpoint import TrainerState
+    from rewardsql.training.local.local import _sample
 
     settings, tokenizer, model, prompts, reward = _parts(fixture, _dynamic(fixture, mixed_train))
     state = TrainerState(global_step=0, epoch=0, batch_in_epoch=0, dev_history=[])
@@ -99,13 +104,13 @@ def test_skips_groups_whose_rewards_are_all_equal(fixture, mixed_train):
 
 
 def test_gives_up_after_max_num_gen_batches(fixture, mixed_train, caplog):
-    from rewardsql.engine.checkpoint import TrainerState
-    from rewardsql.engine.local import _sample
+    from rewardsql.training.local.checkpoint import TrainerState
+    from rewardsql.training.local.local import _sample
 
     config = _dynamic(fixture, mixed_train, max_num_gen_batches=2)
     settings, tokenizer, model, prompts, reward = _parts(fixture, config)
     state = TrainerState(global_step=0, epoch=0, batch_in_epoch=0, dev_history=[])
-    with caplog.at_level(logging.WARNING, logger="rewardsql.engine.local"):
+    with caplog.at_level(logging.WARNING, logger="rewardsql.training.local.local"):
         try:
             sampled = _sample(state, model=model, tokenizer=tokenizer, prompts=prompts,
                               reward=reward, settings=settings)
@@ -118,7 +123,12 @@ def test_gives_up_after_max_num_gen_batches(fixture, mixed_train, caplog):
 
 
 def test_concatenated_rollouts_keep_their_log_probs(fixture, mixed_train):
-    from rewardsql.engine.rollout import batched_log_probs, concat_rollouts, generate, pad_id
+    from rewardsql.training.local.rollout import (
+        batched_log_probs,
+        concat_rollouts,
+        generate,
+        pad_id,
+    )
 
     _, tokenizer, model, prompts, reward = _parts(fixture, _dynamic(fixture, mixed_train))
     reward.close()
@@ -136,7 +146,7 @@ def test_concatenated_rollouts_keep_their_log_probs(fixture, mixed_train):
 
 
 def test_a_dynamic_run_resumes_where_it_stopped(fixture, mixed_train, tmp_path):
-    from rewardsql.engine.local import run_local
+    from rewardsql.training.local.local import run_local
 
     config = _dynamic(fixture, mixed_train)
     config["trainer"]["total_training_steps"] = 2

@@ -31,7 +31,7 @@ def fixture(tmp_path_factory, one_thread):
 
 @pytest.fixture(scope="module")
 def first_run(fixture, tmp_path_factory):
-    from rewardsql.engine.local import run_local
+    from rewardsql.training.local.local import run_local
 
     out = tmp_path_factory.mktemp("run")
     result = run_local(engine_config(fixture), out)
@@ -71,7 +71,7 @@ def test_trains_with_the_real_plugins(first_run):
 
 
 def test_metrics_have_the_documented_keys(first_run):
-    from rewardsql.engine.metrics import STEP_KEYS
+    from rewardsql.training.local.metrics import STEP_KEYS
 
     _, out = first_run
     for record in _records(out):
@@ -83,8 +83,8 @@ def test_metrics_have_the_documented_keys(first_run):
 
 
 def test_checkpoint_resumes_to_the_same_step_and_optimizer_state(first_run, fixture, tmp_path):
-    from rewardsql.engine import checkpoint as ckpt
-    from rewardsql.engine.local import run_local
+    from rewardsql.training.local import checkpoint as ckpt
+    from rewardsql.training.local.local import run_local
 
     _, out = first_run
     root = out / "checkpoints"
@@ -125,11 +125,11 @@ def test_checkpoint_resumes_to_the_same_step_and_optimizer_state(first_run, fixt
 
 
 def test_resume_disable_starts_afresh(first_run, fixture, tmp_path):
-    from rewardsql.engine import checkpoint as ckpt
+    from rewardsql.training.local import checkpoint as ckpt
 
     _, out = first_run
     # a finished run resumed with 'auto' has nothing left to do and keeps its metrics
-    from rewardsql.engine.local import run_local
+    from rewardsql.training.local.local import run_local
 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -146,7 +146,7 @@ def test_resume_disable_starts_afresh(first_run, fixture, tmp_path):
 
 def test_run_json_records_config_and_environment(first_run, fixture):
     import torch
-    from rewardsql.cpu_math import cpu_model, describe_cpu_math
+    from rewardsql.training.cpu_math import cpu_model, describe_cpu_math
 
     _, out = first_run
     run = json.loads((out / "run.json").read_text())
@@ -160,7 +160,7 @@ def test_run_json_records_config_and_environment(first_run, fixture):
 
 
 def test_run_json_of_a_fresh_run_replaces_a_resumed_runs(tmp_path):
-    from rewardsql.engine.local import record_start
+    from rewardsql.training.local.local import record_start
 
     path = tmp_path / "run.json"
     path.write_text("{not json")  # a damaged file does not stop a resume from recording itself
@@ -173,7 +173,7 @@ def test_run_json_of_a_fresh_run_replaces_a_resumed_runs(tmp_path):
 
 
 def test_evaluate_model_on_chosen_prompts(fixture):
-    from rewardsql.engine.local import evaluate_model
+    from rewardsql.training.local.local import evaluate_model
 
     # the two taught training questions (answered right) then the four dev ones (answered wrong)
     config = engine_config(fixture, data={"val_files": [str(fixture["train"]),
@@ -188,9 +188,9 @@ def test_evaluate_model_on_chosen_prompts(fixture):
 @pytest.mark.parametrize("do_sample", [False, True])
 def test_repeated_prompts_share_one_prompt_encoding_and_sample_the_same(fixture, do_sample,
                                                                          monkeypatch):
-    from rewardsql.engine import rollout as rollout_module
-    from rewardsql.engine.local import load_prompts
-    from rewardsql.engine.settings import read_settings
+    from rewardsql.training.local import rollout as rollout_module
+    from rewardsql.training.local.local import load_prompts
+    from rewardsql.training.local.settings import read_settings
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(fixture["model"])
@@ -219,9 +219,9 @@ def test_repeated_prompts_share_one_prompt_encoding_and_sample_the_same(fixture,
 
 
 def test_grouped_rows_share_the_prompt_pass_with_the_same_log_probs_and_gradients(fixture):
-    from rewardsql.engine import rollout as rollout_module
-    from rewardsql.engine.local import load_prompts
-    from rewardsql.engine.settings import read_settings
+    from rewardsql.training.local import rollout as rollout_module
+    from rewardsql.training.local.local import load_prompts
+    from rewardsql.training.local.settings import read_settings
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(fixture["model"])

@@ -33,11 +33,11 @@ def test_demo_without_verl_says_how_to_install_it_before_any_work(tmp_path: Path
 
 @pytest.mark.parametrize("engine", ["local", "verl"])
 def test_train_without_verl_says_how_to_install_it(tmp_path: Path, engine: str):
-    from rewardsql.tiny import CONFIG_DIR
+    from rewardsql.demo.tiny import CONFIG_DIR
 
     proc = run_without_verl("train", "--engine", engine, "--dry-run", "--config",
                             str(CONFIG_DIR / "grpo.yaml"), "--output-dir", str(tmp_path / "out"))
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "rewardsql train (verl composes and checks its config, for either engine) needs verl" \
         in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -47,7 +47,7 @@ def test_train_without_verl_says_how_to_install_it(tmp_path: Path, engine: str):
 def test_the_local_engine_without_verl_names_what_needs_it(tmp_path: Path):
     code = ("import sys; sys.modules['verl'] = None\n"
             "from rewardsql.config import MissingDependencyError\n"
-            "from rewardsql.engine.local import run_local\n"
+            "from rewardsql.training.local.local import run_local\n"
             "try:\n"
             "    run_local({'data': {'train_files': 'x.parquet'}}, sys.argv[1])\n"
             "except MissingDependencyError as exc:\n"

@@ -7,9 +7,9 @@ import json
 
 import pytest
 from _tiny_helpers import PAPER_SFT_CONFIG, TINY_SFT_CONFIG, quick_example, run_cli, tiny_model
-from rewardsql.config import ConfigError
-from rewardsql.sft import SFTConfig, parse_overrides
-from rewardsql.sft.train import attention_implementation, check_deepspeed, check_device
+from rewardsql.errors import ConfigError
+from rewardsql.training.sft import SFTConfig, parse_overrides
+from rewardsql.training.sft.train import attention_implementation, check_deepspeed, check_device
 
 BASE = {"model_name_or_path": "m", "train_file": "t.jsonl", "output_dir": "o"}
 

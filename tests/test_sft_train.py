@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 from _tiny_helpers import quick_example, read_jsonl, tiny_model
-from rewardsql.config import ConfigError
-from rewardsql.sft import SFTConfig, run_sft
-from rewardsql.sft import train as sft_train
-from rewardsql.sft.data import IGNORE_INDEX, read_rows, tokenize
+from rewardsql.errors import ConfigError
+from rewardsql.training.sft import SFTConfig, run_sft
+from rewardsql.training.sft import train as sft_train
+from rewardsql.training.sft.data import IGNORE_INDEX, read_rows, tokenize
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 

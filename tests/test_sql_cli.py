@@ -165,16 +165,23 @@ def test_bad_options_are_reported(db_root: Path, tmp_path: Path) -> None:
     assert code == 2 and "no.sql: gold file not found" in err
 
 
-def test_without_the_plugin_the_command_says_what_to_install(db_root: Path,
-                                                             tmp_path: Path) -> None:
-    gold, pred = _spider_files(tmp_path)
+def test_without_the_plugin_its_commands_are_absent_and_the_rest_works(tmp_path: Path) -> None:
     # sys.modules[name] = None makes every import of the plugin fail, as if not installed
     code = ("import sys; sys.modules['rewardsql_sql_reward'] = None; "
             "sys.argv = ['rewardsql'] + sys.argv[1:]; from rewardsql.cli import main; main()")
-    run = subprocess.run([sys.executable, "-c", code, "sql", "score", "--db-root", str(db_root),
-                          "--gold", str(gold), "--pred", str(pred)],
-                         capture_output=True, text=True, timeout=120,
-                         env={"REWARDSQL_PLUGINS": "none", "PATH": "/usr/bin:/bin"})
-    assert run.returncode == 2
-    assert "pip install rewardsql-sql-reward" in run.stderr
-    assert "Traceback" not in run.stderr
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+
+    helped = run("--help")
+    assert helped.returncode == 0, helped.stderr
+    assert " train " in helped.stdout and " plugins " in helped.stdout
+    assert " sql " not in helped.stdout and " data " not in helped.stdout
+    missing = run("sql", "score")
+    assert missing.returncode == 2 and "No such command 'sql'" in missing.stderr
+    listing = run("plugins", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    records = {r["plugin"]: r for r in json.loads(listing.stdout)}
+    assert records["rewardsql-sql-reward"]["status"] == "error"
+    assert "Traceback" not in listing.stderr

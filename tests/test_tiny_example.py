@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from _tiny_helpers import quick_example, read_jsonl, tiny_model
-from rewardsql.data.prompts import build_messages, schema_ddl
-from rewardsql.tiny import DATA_SOURCE, build_example
-from rewardsql.tiny.questions import ValueSplit
+from rewardsql.demo.tiny import DATA_SOURCE, build_example
+from rewardsql.demo.tiny.questions import ValueSplit
+from rewardsql_sql_reward.prompts import build_messages, schema_ddl
 
 
 def _dump(path: Path) -> list[str]:
@@ -130,8 +130,8 @@ def test_value_split_gives_each_value_one_split():
 
 
 def test_a_domain_out_of_questions_is_made_up_by_the_others(tmp_path_factory, monkeypatch):
-    from rewardsql.tiny import questions
-    from rewardsql.tiny.domains import DOMAINS
+    from rewardsql.demo.tiny import questions
+    from rewardsql.demo.tiny.domains import DOMAINS
 
     example = quick_example(tmp_path_factory)
     conns = {d.db_id: sqlite3.connect(example.db_path(d.db_id)) for d in DOMAINS}
@@ -155,8 +155,8 @@ def test_a_domain_out_of_questions_is_made_up_by_the_others(tmp_path_factory, mo
 
 
 def test_every_domain_out_of_questions_is_an_error(tmp_path_factory, monkeypatch):
-    from rewardsql.tiny import questions
-    from rewardsql.tiny.domains import DOMAINS
+    from rewardsql.demo.tiny import questions
+    from rewardsql.demo.tiny.domains import DOMAINS
 
     example = quick_example(tmp_path_factory)
     conns = {d.db_id: sqlite3.connect(example.db_path(d.db_id)) for d in DOMAINS}

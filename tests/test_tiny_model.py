@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 from _tiny_helpers import quick_example, read_jsonl, tiny_model
-from rewardsql.tiny import build_tiny_model
-from rewardsql.tiny.model import STEP_TAG
+from rewardsql.demo.tiny import build_tiny_model
+from rewardsql.demo.tiny.model import STEP_TAG
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -85,7 +85,7 @@ def test_module_command_builds_example_and_model(tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "rewardsql.tiny", "--output-dir", str(tmp_path), "--quick",
+        [sys.executable, "-m", "rewardsql.demo.tiny", "--output-dir", str(tmp_path), "--quick",
          "--size", "micro"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "example" / "manifest.json").is_file()

@@ -25,9 +25,9 @@ from _train_helpers import (
     write_prepared_parquet,
 )
 from rewardsql.cli import app
-from rewardsql.cpu_math import CLASS_ENV
-from rewardsql.data.prepare import prepare
-from rewardsql.train import TrainOptions, build_plan
+from rewardsql.training.cpu_math import CLASS_ENV
+from rewardsql.training.launcher import TrainOptions, build_plan
+from rewardsql_sql_reward.prepare import prepare
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -154,7 +154,7 @@ def test_unknown_key_fails_with_file_key_and_closest(full_batch: Path, tmp_path:
     config_file.write_text("actor_rollout_ref:\n  rollout:\n    name: vllm\n    temprature: 0.7\n")
     result = train("--config", str(config_file), "--data-path", str(full_batch),
                    "-o", str(tmp_path / "out"), "--dry-run")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert (f"error: {config_file}: key 'actor_rollout_ref.rollout.temprature': unknown key; "
             "did you mean 'actor_rollout_ref.rollout.temperature'?") in result.output
     assert "Traceback" not in result.output
@@ -172,7 +172,7 @@ def test_overrides_and_their_errors(full_batch: Path, tmp_path: Path) -> None:
     assert config["algorithm"]["weight_factor"] == 0.3
     assert config["rewardsql"]["reward_manager"]["timeout"] == 9
     result = train(*base, "trainer.weight_factor=0.3")
-    assert result.exit_code == 1 and "+trainer.weight_factor" in result.output
+    assert result.exit_code == 2 and "+trainer.weight_factor" in result.output
 
 
 def test_core_function_alias_resolves_to_canonical_name(full_batch: Path, tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_config_core_function_beats_algorithm_option(full_batch: Path, tmp_path:
 def test_unknown_estimator_lists_what_is_available(full_batch: Path, tmp_path: Path) -> None:
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                    "-o", str(tmp_path), "--dry-run", "--core-function", "grpo_wieghted")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown advantage estimator 'grpo_wieghted'" in result.output
     for name in ("gae", "grpo", "rloo", "reinforce_plus_plus", "grpo_weighted",
                  "compute_weighted_grpo_advantage"):
@@ -229,7 +229,7 @@ def test_use_v1_true_conflicts_with_a_ground_truth_manager(full_batch: Path,
                                                           tmp_path: Path) -> None:
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                    "-o", str(tmp_path), "--dry-run", "trainer.use_v1=true")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "needs the ground truth" in result.output and "trainer.use_v1" in result.output
 
 
@@ -253,14 +253,14 @@ def test_outcome_weight_needs_a_manager_that_applies_it(full_batch: Path,
     naive = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                   "-o", str(tmp_path / "naive"), "--dry-run", "verifier.reward_coef=0.5",
                   "reward.reward_manager.name=naive")
-    assert naive.exit_code == 1
+    assert naive.exit_code == 2
     assert "rewardsql.reward_weights.outcome" in naive.output and "'naive'" in naive.output
 
 
 def test_reward_manager_rejects_bad_settings(full_batch: Path, tmp_path: Path) -> None:
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                    "-o", str(tmp_path), "--dry-run", "rewardsql.reward_manager.mode=fuzzy")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "sql_verifier" in result.output and "fuzzy" in result.output
 
 
@@ -274,14 +274,14 @@ def test_data_without_required_columns(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "train.parquet")
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(tmp_path / "train.parquet"),
                    "-o", str(tmp_path / "out"), "--dry-run")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "train.parquet: missing column 'extra_info.db_id'" in result.output
 
 
 def test_missing_data_path(tmp_path: Path) -> None:
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(tmp_path / "none"),
                    "-o", str(tmp_path / "out"), "--dry-run")
-    assert result.exit_code == 1 and "--data-path" in result.output
+    assert result.exit_code == 2 and "--data-path" in result.output
 
 
 def test_without_gpu_training_stops_before_ray_and_points_to_local(full_batch: Path,
@@ -309,7 +309,7 @@ def test_local_engine_dry_run_is_checked_by_the_local_engine(full_batch: Path,
     assert "engine:         local" in result.output
     # the local engine's own settings reader refuses what it cannot honour
     result = train(*base, "algorithm.use_kl_in_reward=true")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "algorithm.use_kl_in_reward" in result.output and "local engine" in result.output
 
 
@@ -325,7 +325,7 @@ def test_local_engine_with_reproducible_cpu_math_says_what_it_computes_with(
         full_batch: Path, tmp_path: Path) -> None:
     """A fresh process (the settings must precede torch): the summary names the class and the
     thread count before the engine starts; here the engine then fails on a missing model."""
-    from rewardsql.cpu_math import (
+    from rewardsql.training.cpu_math import (
         REPRODUCIBLE_THREADS,
         cpu_class,
         cpu_flags,
@@ -350,7 +350,7 @@ def test_local_engine_with_reproducible_cpu_math_says_what_it_computes_with(
 
 def test_bad_engine_and_missing_output_dir(full_batch: Path, tmp_path: Path) -> None:
     result = train("--config", str(SHIPPED_GRPO), "-o", str(tmp_path), "--engine", "tpu")
-    assert result.exit_code == 1 and "--engine" in result.output
+    assert result.exit_code == 2 and "--engine" in result.output
     result = train("--config", str(SHIPPED_GRPO), "--dry-run")
     assert result.exit_code == 2 and "--output-dir is required" in result.output
 
@@ -397,15 +397,15 @@ def test_core_algos_errors(tmp_path: Path, full_batch: Path) -> None:
     bad.write_text("")
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o",
                    str(tmp_path / "o"), "--dry-run", "--core-algos", str(bad))
-    assert result.exit_code == 1 and "valid Python module name" in result.output
+    assert result.exit_code == 2 and "valid Python module name" in result.output
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o",
                    str(tmp_path / "o"), "--dry-run", "--core-algos", "no_such_module_xyz")
-    assert result.exit_code == 1 and "cannot import 'no_such_module_xyz'" in result.output
+    assert result.exit_code == 2 and "cannot import 'no_such_module_xyz'" in result.output
     shadow = tmp_path / "json.py"
     shadow.write_text("")
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o",
                    str(tmp_path / "o"), "--dry-run", "--core-algos", str(shadow))
-    assert result.exit_code == 1 and "already taken" in result.output
+    assert result.exit_code == 2 and "already taken" in result.output
 
 
 def test_shipped_rm_config_is_valid_json_with_the_rewardsql_settings() -> None:

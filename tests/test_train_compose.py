@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
-from rewardsql.config import ConfigError
-from rewardsql.train import compose
-from rewardsql.train.translate import LEGACY_SECTIONS, OBSOLETE, RENAMED, RENAMED_VALUES
+from rewardsql.errors import ConfigError
+from rewardsql.training.launcher import compose
+from rewardsql.training.launcher.translate import LEGACY_SECTIONS, OBSOLETE, RENAMED, RENAMED_VALUES
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rewardsql.config import ConfigError
-from rewardsql.train.translate import (
+from rewardsql.errors import ConfigError
+from rewardsql.training.launcher.translate import (
     OBSOLETE,
     RENAMED,
     RENAMED_VALUES,

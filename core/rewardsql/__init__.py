@@ -10,16 +10,16 @@ from rewardsql.api import (
     register_reward_function,
     register_reward_manager,
 )
-from rewardsql.components import (
-    Component,
+from rewardsql.components import Component, ComponentKind, PluginRecord
+from rewardsql.errors import (
     ComponentConflictError,
-    ComponentKind,
+    ConfigError,
     PluginError,
-    PluginRecord,
+    RewardSQLError,
     UnknownComponentError,
 )
 from rewardsql.hookspec import hookimpl, hookspec
-from rewardsql.manager import get_plugin_manager, reset_plugin_manager
+from rewardsql.registry import get_plugin_manager, reset_plugin_manager
 from rewardsql.rewards import RewardManager, RewardRequest, RewardResult
 
 try:
@@ -31,11 +31,13 @@ __all__ = [
     "Component",
     "ComponentConflictError",
     "ComponentKind",
+    "ConfigError",
     "PluginError",
     "PluginRecord",
     "RewardManager",
     "RewardRequest",
     "RewardResult",
+    "RewardSQLError",
     "UnknownComponentError",
     "__version__",
     "get_advantage_estimator",

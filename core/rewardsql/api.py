@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from rewardsql.components import ComponentKind
-from rewardsql.manager import LOCAL_PLUGIN, PluginRecord, get_plugin_manager, make_component
+from rewardsql.registry import (
+    LOCAL_PLUGIN,
+    PluginRecord,
+    get_plugin_manager,
+    make_component,
+    notify_change,
+)
 
 T = TypeVar("T")
 
@@ -36,10 +41,7 @@ def _register_local(
         doc = summary or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
         component = make_component(kind, name, obj, aliases, doc, record)
         manager.add_component(component, record)
-        if "verl" in sys.modules:  # verl is already up: put it into verl's registries now too
-            from rewardsql.verl_bridge import install_into_verl
-
-            install_into_verl()
+        notify_change()  # e.g. the verl bridge, when verl is up, registers it there now too
         return obj
 
     return decorator

@@ -2,22 +2,28 @@
 
 This is what ``rewardsql plugins check`` runs and what a third-party author runs before
 publishing. The synthetic batch is text-to-SQL shaped: a throwaway SQLite database with one table,
-so a SQL reward can really execute it.
+so a SQL reward can really execute it. With a training config (``--config``), reward managers are
+built with its ``rewardsql.reward_manager`` settings (a ``db_root`` setting is pointed at the
+throwaway database) and reward functions get its ``reward_kwargs``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rewardsql.components import Component, ComponentKind
+from rewardsql.config import get_key, load_config
+from rewardsql.errors import ConfigError
 from rewardsql.rewards import RewardManager, RewardRequest, score_of, validate_results
+from rewardsql.section import read_section
 
 CHECK_DB_ID = "rewardsql_check"
 CHECK_SQL = "SELECT name FROM singer WHERE age > 30"
@@ -29,6 +35,23 @@ class CheckFailure(Exception):
 
 
 @dataclass(frozen=True)
+class CheckInputs:
+    """What a check hands the components besides the synthetic batch."""
+
+    manager_settings: Mapping[str, Any] = field(default_factory=dict)
+    reward_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config_file(cls, path: str | os.PathLike[str]) -> CheckInputs:
+        """The inputs a training config gives: the manager's settings, the reward kwargs."""
+        config = load_config(path)
+        section = read_section(config, source=path)
+        kwargs = get_key(config, "reward.custom_reward_function.reward_kwargs", None,
+                         expected=dict, source=path) or {}
+        return cls(section.reward_manager, kwargs)
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """Outcome of checking one component."""
 
@@ -37,13 +60,13 @@ class CheckResult:
     detail: str
 
 
-def check_component(component: Component) -> CheckResult:
+def check_component(component: Component, inputs: CheckInputs | None = None) -> CheckResult:
     """Run the contract check for one component; never raises."""
     checker = _CHECKERS[component.kind]
     with tempfile.TemporaryDirectory(prefix="rewardsql-check-") as tmp:
         db_root = _make_check_database(Path(tmp))
         try:
-            detail = checker(component.obj, db_root)
+            detail = checker(component.obj, db_root, inputs or CheckInputs())
         except CheckFailure as exc:
             return CheckResult(component, False, str(exc))
         except Exception as exc:  # the component itself raised
@@ -81,7 +104,8 @@ def _verl_algo_config() -> Any:
     return AlgoConfig()
 
 
-def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path) -> str:
+def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path,
+                               _inputs: CheckInputs) -> str:
     try:
         import numpy as np
         import torch
@@ -119,8 +143,9 @@ def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path) -> str:
 # -- reward functions --------------------------------------------------------------------------
 
 
-def _check_reward_function(fn: Callable[..., Any], db_root: Path) -> str:
+def _check_reward_function(fn: Callable[..., Any], db_root: Path, inputs: CheckInputs) -> str:
     kwargs = {
+        **inputs.reward_kwargs,
         "data_source": CHECK_DATA_SOURCE,
         "solution_str": CHECK_SQL,
         "ground_truth": CHECK_SQL,
@@ -143,7 +168,7 @@ async def _await(value: Any) -> Any:
 # -- reward managers ---------------------------------------------------------------------------
 
 
-def _check_reward_manager(cls: type, db_root: Path) -> str:
+def _check_reward_manager(cls: type, db_root: Path, inputs: CheckInputs) -> str:
     if not (isinstance(cls, type) and issubclass(cls, RewardManager)):
         raise CheckFailure("must be a subclass of rewardsql.RewardManager")
     responses = [CHECK_SQL, "SELECT name FROM singer", "SELEC broken"]
@@ -158,11 +183,17 @@ def _check_reward_manager(cls: type, db_root: Path) -> str:
         )
         for text in responses
     ]
+    settings = dict(inputs.manager_settings)
+    if "db_root" in settings:
+        settings["db_root"] = str(db_root)  # the check's database, not the training data's
     try:
-        manager = cls({}, tokenizer=None, compute_score=None)
+        manager = cls(settings, tokenizer=None, compute_score=None)
+    except ConfigError as exc:
+        raise CheckFailure(f"rejects its settings: {exc}") from None
     except Exception as exc:
+        what = "the given settings" if settings else "an empty config"
         raise CheckFailure(
-            f"cannot be constructed with an empty config: {type(exc).__name__}: {exc}"
+            f"cannot be constructed with {what}: {type(exc).__name__}: {exc}"
         ) from None
     try:
         results = manager.score_batch(requests)
@@ -175,8 +206,35 @@ def _check_reward_manager(cls: type, db_root: Path) -> str:
     return "scored " + ", ".join(f"{r.score:g}" for r in results) + f" for {len(results)} responses"
 
 
-_CHECKERS: dict[ComponentKind, Callable[[Any, Path], str]] = {
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _check_command(command: Any, _db_root: Path, _inputs: CheckInputs) -> str:
+    import typer
+    from typer.main import get_command
+
+    app = command if isinstance(command, typer.Typer) else None
+    if app is None:
+        app = typer.Typer()
+        app.command("cmd")(command)
+        app.command("other", hidden=True)(lambda: None)  # keep "cmd" a subcommand
+    try:
+        get_command(app)
+    except Exception as exc:  # typer cannot build a command from it
+        raise CheckFailure(f"typer cannot build a command: {type(exc).__name__}: {exc}") from None
+    if isinstance(command, typer.Typer):
+        names = sorted([c.name or getattr(c.callback, "__name__", "?")
+                        for c in command.registered_commands]
+                       + [g.name or "?" for g in command.registered_groups])
+        if not names:
+            raise CheckFailure("the typer app has no commands")
+        return "typer app with commands " + ", ".join(names)
+    return "a command typer can call"
+
+
+_CHECKERS: dict[ComponentKind, Callable[[Any, Path, CheckInputs], str]] = {
     ComponentKind.ADVANTAGE_ESTIMATOR: _check_advantage_estimator,
     ComponentKind.REWARD_FUNCTION: _check_reward_function,
     ComponentKind.REWARD_MANAGER: _check_reward_manager,
+    ComponentKind.COMMAND: _check_command,
 }

@@ -1,43 +1,67 @@
-"""Loading YAML and JSON configs, with errors that name the file and key at fault."""
+"""Config files and command-line overrides: one loader, one dotted-key getter, one override
+grammar, with errors that name the file and key at fault.
+
+- :func:`load_config` reads YAML or JSON; numbers are numbers in both (``lr: 1e-5`` is a float,
+  as in JSON and in OmegaConf, not the string YAML 1.1 would make of it).
+- :func:`get_key` / :func:`set_key` read and write ``a.b.c`` in nested mappings.
+- :func:`parse_override` reads one ``KEY=VALUE`` of the grammar every command shares (Hydra's
+  spelling): ``key=value`` changes a key, ``+key=value`` adds one, ``++key=value`` sets one either
+  way, ``~key`` deletes one; values are read as YAML flow values (numbers, booleans, null,
+  ``[lists]``, ``{mappings}``, quoted strings).
+"""
 
 from __future__ import annotations
 
 import difflib
-import importlib.util
+import enum
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+# Re-exported: the config's errors are the ones every command reports.
+from rewardsql.errors import ConfigError, MissingDependencyError, require_verl
+
+__all__ = [
+    "ConfigError",
+    "MissingDependencyError",
+    "Override",
+    "check_known_keys",
+    "get_key",
+    "load_config",
+    "load_yaml",
+    "parse_override",
+    "require_verl",
+    "set_key",
+    "to_plain",
+]
+
 _MISSING = object()
 
 
-class ConfigError(ValueError):
-    """A config file is missing, malformed, or has a bad key or value."""
-
-    def __init__(
-        self, message: str, *, source: str | os.PathLike[str] | None = None, key: str | None = None
-    ) -> None:
-        self.source = str(source) if source is not None else None
-        self.key = key
-        where = ": ".join(p for p in (self.source, f"key {key!r}" if key else None) if p)
-        super().__init__(f"{where}: {message}" if where else message)
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
 
 
-class MissingDependencyError(ConfigError):
-    """What was asked for needs an optional package that is not installed; the message says how
-    to install it (a ConfigError, so every command reports it like a bad key, without a trace)."""
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
-def require_verl(purpose: str) -> None:
-    """Raise :class:`MissingDependencyError` naming ``purpose`` when verl is not installed."""
-    if importlib.util.find_spec("verl") is None:
-        raise MissingDependencyError(
-            f"{purpose} needs verl, which is not installed here: pip install 'rewardsql[verl]' "
-            "(from a checkout: pip install -c constraints.txt -e '.[verl]')")
+def load_yaml(text: str) -> Any:
+    """Parse YAML text the way every rewardsql config is parsed."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -52,7 +76,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=file) from None
     try:
-        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if file.suffix.lower() == ".json" else load_yaml(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", source=file
@@ -79,14 +103,30 @@ def get_key(
     expected: type | tuple[type, ...] | None = None,
     source: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """``config["a"]["b"]`` for ``"a.b"``; an error when missing (and no default) or mistyped."""
+    """``config["a"]["b"]`` for ``"a.b"``; an error when missing (and no default) or mistyped.
+
+    ``config`` is a plain mapping or an omegaconf DictConfig (interpolations resolved; a
+    mandatory ``???`` value counts as missing).
+    """
     node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+    if _is_omegaconf(config):
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.select(config, dotted,  # type: ignore[arg-type]
+                                default=_MISSING, throw_on_missing=False)
+        if isinstance(node, str) and node == "???":  # omegaconf's mandatory, unset value
+            node = _MISSING
+        if node is _MISSING:
             if default is _MISSING:
                 raise ConfigError("required key is missing", source=source, key=dotted)
             return default
-        node = node[part]
+    else:
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                if default is _MISSING:
+                    raise ConfigError("required key is missing", source=source, key=dotted)
+                return default
+            node = node[part]
     if expected is not None:
         types = expected if isinstance(expected, tuple) else (expected,)
         # bool is an int in Python, but `lr: true` is never meant as a number
@@ -96,6 +136,30 @@ def get_key(
                 f"expected {names}, got {type(node).__name__} {node!r}", source=source, key=dotted
             )
     return node
+
+
+def set_key(tree: Any, dotted: str, value: Any, *, source: Any = None) -> None:
+    """``tree["a"]["b"] = value`` for ``"a.b"``, creating mappings on the way (``tree``: a dict
+    or an omegaconf DictConfig, whose struct flag does not stop it)."""
+    if _is_omegaconf(tree):
+        from omegaconf import OmegaConf, open_dict
+
+        with open_dict(tree):
+            OmegaConf.update(tree, dotted, value, merge=False, force_add=True)
+        return
+    *parents, last = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{part!r} is a value, not a section", source=source, key=dotted)
+        node = child
+    node[last] = value
+
+
+def _is_omegaconf(config: Any) -> bool:
+    module = type(config).__module__
+    return module.startswith("omegaconf")
 
 
 def check_known_keys(
@@ -116,3 +180,70 @@ def check_known_keys(
                 else f"; known keys: {', '.join(sorted(known))}"
             )
             raise ConfigError(f"unknown key{hint}", source=source, key=f"{prefix}{key}")
+
+
+def to_plain(config: Any, *, resolve: bool = True) -> Any:
+    """Plain nested dicts and lists from a mapping or an omegaconf container.
+
+    ``resolve``: resolve omegaconf interpolations (``${...}``); off, they stay as text.
+    """
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # omegaconf comes with verl; without it configs are plain already
+        DictConfig = ListConfig = ()  # type: ignore[assignment,misc]
+    if isinstance(config, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(config, resolve=resolve, throw_on_missing=False)
+    if isinstance(config, Mapping):
+        return {str(k): to_plain(v, resolve=resolve) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [to_plain(v, resolve=resolve) for v in config]
+    return config
+
+
+class OverrideKind(enum.Enum):
+    """What an override does: change a key, add one, set one either way, delete one."""
+
+    CHANGE = ""
+    ADD = "+"
+    FORCE = "++"
+    DELETE = "~"
+
+
+@dataclass(frozen=True)
+class Override:
+    """One parsed ``KEY=VALUE`` override."""
+
+    kind: OverrideKind
+    key: str
+    value: Any = None
+    text: str = ""
+
+
+_KEY = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*$")
+
+
+def parse_override(text: str) -> Override:
+    """Parse one override of the shared grammar (see the module's doc)."""
+    source = f"command-line override {text!r}"
+    body = text.strip()
+    if body.startswith("~"):
+        key, _, _ = body[1:].partition("=")
+        kind = OverrideKind.DELETE
+        raw = None
+    else:
+        kind = next((k for k in (OverrideKind.FORCE, OverrideKind.ADD)
+                     if body.startswith(k.value)), OverrideKind.CHANGE)
+        key, sep, raw = body[len(kind.value):].partition("=")
+        if not sep:
+            raise ConfigError("not a KEY=VALUE override", source=source)
+    key = key.strip()
+    if not _KEY.match(key):
+        raise ConfigError(f"{key!r} is not a dotted key", source=source)
+    if raw is None:
+        return Override(kind, key, None, text)
+    try:
+        value = load_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"cannot read the value: {problem}", source=source) from None
+    return Override(kind, key, value, text)

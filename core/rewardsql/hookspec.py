@@ -59,3 +59,13 @@ class RewardSQLSpecs:
         ``fn(token_level_rewards=..., response_mask=..., index=..., config=..., **kwargs)``
         returns ``(advantages, returns)``, both shaped like ``token_level_rewards``.
         """
+
+    @hookspec
+    def rewardsql_commands(self, register: Register) -> None:
+        """Register CLI commands: ``register(name, command, summary=...)``.
+
+        ``command`` is a ``typer.Typer`` (mounted as a command group, e.g. ``rewardsql sql
+        score``) or a function typer can call (mounted as ``rewardsql NAME``). Import heavy
+        libraries inside the command, so that ``rewardsql --help`` stays fast. rewardsql's own
+        commands come through this hook too.
+        """

@@ -11,7 +11,9 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from rewardsql import schema
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,28 @@ class RewardResult:
 class RewardManager(ABC):
     """Base class of reward managers.
 
+    A manager declares what it takes and needs as class attributes:
+
+    - ``Settings``: a frozen dataclass of its settings, each field made with
+      :func:`rewardsql.schema.setting` (a default and a doc). The user writes them under
+      ``rewardsql.reward_manager`` in a training config; they are checked (unknown keys, types,
+      choices, the dataclass's ``__post_init__``) before any training starts, and the instance
+      is ``self.settings``. None (the default): the settings are not checked here; the manager
+      reads ``self.config`` itself.
+    - ``needs_ground_truth``: whether ``RewardRequest.ground_truth`` must be filled (verl's v1
+      trainer does not send it, so the launcher picks the trainer that does).
+
     Args:
-        config: the manager's own settings (plain mapping; unknown keys should be an error).
+        config: the manager's settings as the user wrote them (a plain mapping).
         tokenizer: the policy's tokenizer, for managers that look at tokens (may be None).
         compute_score: a reward function selected by the user, for managers that delegate to one.
+
+    Raises:
+        rewardsql.errors.ConfigError: the settings are not valid, naming the key.
     """
+
+    Settings: ClassVar[type | None] = None
+    needs_ground_truth: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -62,8 +81,23 @@ class RewardManager(ABC):
         compute_score: Callable[..., Any] | None = None,
     ) -> None:
         self.config: dict[str, Any] = dict(config or {})
+        self.settings: Any = self.parse_settings(self.config)
         self.tokenizer = tokenizer
         self.compute_score = compute_score
+
+    @classmethod
+    def settings_for_weights(cls, config: Mapping[str, Any], weights: Any) -> dict[str, Any]:
+        """The settings to use under ``weights`` (``rewardsql.section.RewardWeights``): ``config``
+        with what the weights imply filled in where the user left it out (a launcher writes the
+        result into the config it runs). By default ``config`` unchanged."""
+        return dict(config)
+
+    @classmethod
+    def parse_settings(cls, config: Mapping[str, Any] | None, *, source: Any = None) -> Any:
+        """``config`` checked against :attr:`Settings` (None when the manager has none)."""
+        if cls.Settings is None:
+            return None
+        return schema.parse(cls.Settings, config, source=source)
 
     @abstractmethod
     def score_batch(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
@@ -84,7 +118,7 @@ class RewardManager(ABC):
 
 def score_of(value: Any, *, source: str = "reward function") -> float:
     """The float score of a reward function's return value (a number or a dict with "score")."""
-    raw = value.get("score") if isinstance(value, Mapping) else value
+    raw: Any = value.get("score") if isinstance(value, Mapping) else value
     if isinstance(value, Mapping) and "score" not in value:
         raise TypeError(f"{source} returned a dict without a 'score' key: keys {sorted(value)}")
     try:

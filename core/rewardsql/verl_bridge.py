@@ -18,23 +18,20 @@ import importlib.machinery
 import logging
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar
 
 from rewardsql.components import Component, ComponentKind
-from rewardsql.manager import LOCAL_PLUGIN, get_plugin_manager
+from rewardsql.registry import LOCAL_PLUGIN, get_plugin_manager, on_change
 from rewardsql.rewards import RewardRequest, RewardResult, validate_results
+from rewardsql.section import read_section
 
 logger = logging.getLogger(__name__)
 
 ESTIMATOR_REGISTRY_MODULE = "verl.trainer.ppo.core_algos"
 MANAGER_REGISTRY_MODULE = "verl.experimental.reward_loop.reward_manager.registry"
-#: Where a verl config keeps the rewardsql reward manager's own settings.
-MANAGER_SETTINGS_KEY = ("rewardsql", "reward_manager")
-#: The outcome reward's weight (spec/cocte.md; the seed's ``verifier.reward_coef``).
-OUTCOME_WEIGHT_KEY = ("rewardsql", "reward_weights", "outcome")
 
 
 @dataclass
@@ -58,6 +55,7 @@ def install_into_verl() -> InstallReport:
     A registry module verl has not imported yet is handled when it is imported.
     """
     report = InstallReport()
+    on_change(install_into_verl)  # from now on, components registered later reach verl too
     with _lock:
         for module_name, install in _INSTALLERS.items():
             module = sys.modules.get(module_name)
@@ -170,37 +168,6 @@ class _InstallAfterExec(importlib.abc.Loader):
 # -- reward managers ---------------------------------------------------------------------------
 
 
-def _config_node(config: Any, keys: tuple[str, ...]) -> Any:
-    node: Any = config
-    for key in keys:
-        node = node.get(key) if isinstance(node, Mapping) or hasattr(node, "get") else None
-        if node is None:
-            return None
-    return node
-
-
-def outcome_weight(config: Any) -> float:
-    """``rewardsql.reward_weights.outcome`` from a verl config (1.0 when unset): every score a
-    rewardsql manager gives verl is multiplied by it, as the local engine does."""
-    value = _config_node(config, OUTCOME_WEIGHT_KEY)
-    return 1.0 if value is None else float(value)
-
-
-def manager_settings(config: Any) -> dict[str, Any]:
-    """The rewardsql manager's own settings from a verl config (``rewardsql.reward_manager``)."""
-    node = _config_node(config, MANAGER_SETTINGS_KEY)
-    if node is None:
-        return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(node, DictConfig):
-            return dict(OmegaConf.to_container(node, resolve=True))
-    except ImportError:  # omegaconf comes with verl; without it the settings are a plain dict
-        pass
-    return dict(node)
-
-
 def user_reward_function(config: Any, compute_score: Any) -> Any:
     """The reward function the user chose, or None.
 
@@ -244,7 +211,7 @@ def verl_reward_manager_class(manager_cls: type) -> type:
     as each rollout finishes (agent-loop path). The wrapper batches continuously: requests that
     arrive while a ``score_batch`` call runs form the next batch; one call runs at a time.
     verl 0.9.1 takes one score per sample, so dense ``token_rewards`` are refused with a clear
-    error (the local engine supports them). Scores are multiplied by :func:`outcome_weight`;
+    error (the local engine supports them). Scores are multiplied by the config's outcome weight;
     ``extra`` (e.g. ``acc``) is passed on as the manager gave it.
     """
     with _lock:
@@ -257,12 +224,14 @@ def verl_reward_manager_class(manager_cls: type) -> type:
 
             def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, **_: Any):
                 super().__init__(config, tokenizer, compute_score)
+                section = read_section(config)
                 self.manager = manager_cls(
-                    manager_settings(config),
+                    section.reward_manager,
                     tokenizer=tokenizer,
                     compute_score=user_reward_function(config, compute_score),
                 )
-                self.outcome_weight = outcome_weight(config)
+                # every score is multiplied by the outcome weight, as on the local engine
+                self.outcome_weight = section.reward_weights.outcome
                 self._pending: list[tuple[RewardRequest, asyncio.Future]] = []
                 self._drainer: asyncio.Task | None = None
                 self._executor = concurrent.futures.ThreadPoolExecutor(

@@ -1,50 +1,49 @@
-"""The ``rewardsql`` command line.
+"""The ``rewardsql`` command line: a shell that mounts every command plugins register.
 
-Each command group lives in its own module under ``rewardsql.cli`` and exposes ``app`` (a
-``typer.Typer``) or ``register(root)``; add a module's name to ``COMMAND_GROUPS`` to mount it.
-Modules import heavy libraries (torch, verl) inside their commands, so ``--help`` stays fast.
+Commands come through the ``rewardsql_commands`` hook, rewardsql's own included (its ``plugins``
+commands, the training wing's ``train`` and ``sft``, the demo's ``demo``). A command a plugin
+registers under a name that is taken, or a plugin that fails to load, is reported by ``rewardsql
+plugins list``; every other command keeps working. Errors of the :mod:`rewardsql.errors`
+hierarchy become one line, ``error: ...``, and their exit code, here and nowhere else.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 import rewardsql
+from rewardsql.components import ComponentKind
+from rewardsql.errors import RewardSQLError
+from rewardsql.registry import get_plugin_manager
 
-#: Command modules, mounted in this order. Each mounts itself under its own name.
-COMMAND_GROUPS: tuple[str, ...] = ("plugins", "train", "data", "sql", "sft", "demo")
 
-
-def build_app(groups: tuple[str, ...] = COMMAND_GROUPS) -> typer.Typer:
-    """The root app with every command group mounted.
-
-    A group whose module fails to import (a missing extra, a bug) is mounted as a command that
-    reports the error, so every other command keeps working.
-    """
+def build_app() -> typer.Typer:
+    """The root app with every registered command mounted, in name order."""
     root = typer.Typer(
         name="rewardsql",
+        cls=_ReportingGroup,
         help="Process-supervised RL for text-to-SQL: SFT, GRPO on verl or locally, plugins.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
     )
     root.callback()(_root_options)
-    for module_name in groups:
-        command = module_name.replace("_", "-")
-        try:
-            module = importlib.import_module(f"rewardsql.cli.{module_name}")
-        except Exception as exc:  # keep the rest of the CLI usable
-            _mount_broken(root, command, f"{type(exc).__name__}: {exc}")
-            continue
-        if hasattr(module, "register"):
-            module.register(root)
-        else:
-            root.add_typer(module.app, name=command)
+    commands = get_plugin_manager().components(ComponentKind.COMMAND)
+    for component in sorted(commands, key=lambda c: c.name):
+        _mount(root, component.name, component.obj, component.summary)
     return root
+
+
+def _mount(root: typer.Typer, name: str, command: Any, summary: str) -> None:
+    if isinstance(command, typer.Typer):
+        root.add_typer(command, name=name, help=command.info.help or summary or None)
+    else:
+        root.command(name, help=(command.__doc__ or summary or None),
+                     short_help=summary or None)(command)
 
 
 def _version_callback(value: bool) -> None:
@@ -69,21 +68,35 @@ def _root_options(
     )
 
 
-def _mount_broken(root: typer.Typer, command: str, error: str) -> None:
-    @root.command(
-        command,
-        help=f"(unavailable: {error})",
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        add_help_option=False,
-    )
-    def broken() -> None:
-        typer.echo(f"error: the `{command}` command could not be loaded: {error}", err=True)
-        raise typer.Exit(1)
+class _ReportingGroup(TyperGroup):
+    """The root group: a :class:`~rewardsql.errors.RewardSQLError` raised by any command becomes
+    one line on stderr and the error's exit code (no traceback)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RewardSQLError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
 
 
-app = build_app()
+def __getattr__(name: str) -> Any:
+    if name == "app":  # built on use: it mounts the commands of the plugins loaded now
+        return build_app()
+    raise AttributeError(name)
+
+
+_as_program = False
+
+
+def running_as_program() -> bool:
+    """Whether this process is the ``rewardsql`` program (not a caller running the app in its
+    own process, such as a test): only then may a command restart it."""
+    return _as_program
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    global _as_program
+    _as_program = True
+    build_app()()

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rewardsql.components import Component, PluginRecord
-from rewardsql.manager import get_plugin_manager
+from rewardsql.hookspec import Register, hookimpl
+from rewardsql.registry import get_plugin_manager
 
 app = typer.Typer(help="List and check rewardsql plugins.", no_args_is_help=True)
 
 
+@hookimpl
+def rewardsql_commands(register: Register) -> None:
+    """rewardsql's own plugin: the ``plugins`` commands."""
+    register("plugins", app, summary="List and check rewardsql plugins.")
+
+
 def _component_cell(component: Component) -> str:
     aliases = f" (aliases: {', '.join(component.aliases)})" if component.aliases else ""
-    return f"{component.kind.value} {component.name}{aliases}"
+    summary = f": {component.summary}" if component.summary else ""
+    return f"{component.kind.value} {component.name}{aliases}{summary}"
 
 
 def _table(records: list[PluginRecord]) -> str:
@@ -40,12 +49,15 @@ def list_plugins(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON array instead of a table.")
     ] = False,
+    builtin: Annotated[
+        bool, typer.Option("--builtin", help="Also list rewardsql's own plugin (its commands).")
+    ] = False,
 ) -> None:
     """List installed plugins, their status and the components each provides.
 
     A plugin that fails to load is listed with its error; the command still exits 0.
     """
-    records = get_plugin_manager().plugin_records()
+    records = get_plugin_manager().plugin_records(builtin=builtin)
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in records], indent=2))
     elif not records:
@@ -61,23 +73,28 @@ def check_plugins(
         typer.Argument(help="Component or plugin names to check (default: every component)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="A training config: reward managers are built with its "
+        "rewardsql.reward_manager settings, reward functions called with its "
+        "reward.custom_reward_function.reward_kwargs.")] = None,
 ) -> None:
     """Call each component exactly as the trainers do, on a small synthetic batch.
 
-    Exits non-zero, naming the component and the point that failed, when any check fails or a
-    named plugin could not be loaded.
+    Exits non-zero, naming the component and the point that failed, when any check fails, a
+    named plugin could not be loaded, or a name matches nothing.
     """
-    from rewardsql.checks import check_component
+    from rewardsql.checks import CheckInputs, check_component
 
+    inputs = CheckInputs.from_config_file(config) if config is not None else CheckInputs()
     manager = get_plugin_manager()
-    records = manager.plugin_records()
+    records = manager.plugin_records(builtin=True)
     wanted = set(names or ())
     components = [
         c for r in records for c in r.components if not wanted or wanted & {r.name, *c.names}
     ]
     broken = [r for r in records if r.error and (not wanted or r.name in wanted)]
     unknown = sorted(wanted - {r.name for r in records} - {n for c in components for n in c.names})
-    results = [check_component(c) for c in components]
+    results = [check_component(c, inputs) for c in components]
     if as_json:
         payload = [
             {
@@ -105,6 +122,9 @@ def check_plugins(
         typer.echo(
             f"error: {c.kind.label} {c.name!r} ({c.plugin}) failed: {result.detail}", err=True
         )
+    if wanted and not results and not broken and not unknown:
+        typer.echo(f"error: {', '.join(sorted(wanted))} provides no component to check", err=True)
+        raise typer.Exit(1)
     if failed or broken or unknown:
         raise typer.Exit(1)
     if not results:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import rewardsql
 from rewardsql import RewardRequest
-from rewardsql.config import ConfigError
+from rewardsql.errors import ConfigError
 from rewardsql_sql_reward import STATUSES
 from rewardsql_sql_reward.manager import InfraErrorRateExceeded, SQLVerifierManager
 from rewardsql_sql_reward.reward_fn import DB_ROOT_ENV, compute_score

@@ -7,10 +7,12 @@ Everything here is vectorized: group ids are mapped to dense indices with one ``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_EPSILON = 1e-6
 DEFAULT_WEIGHT_FACTOR = 0.5
@@ -47,6 +49,7 @@ def pick_mask(
     response_mask: torch.Tensor | None, eos_mask: torch.Tensor | None, rewards: torch.Tensor
 ) -> torch.Tensor:
     """The response mask, given as ``response_mask`` (verl) or ``eos_mask`` (published code)."""
+    import torch  # on use: loading the plugin (every CLI start) stays light
     mask = response_mask if response_mask is not None else eos_mask
     if mask is None:
         raise ValueError("response_mask (or eos_mask) is required")
@@ -62,6 +65,7 @@ def pick_mask(
 
 def check_rewards(token_level_rewards: Any) -> torch.Tensor:
     """The reward tensor, checked to be a 2-D floating tensor."""
+    import torch  # on use: loading the plugin (every CLI start) stays light
     if not isinstance(token_level_rewards, torch.Tensor):
         raise TypeError(
             f"token_level_rewards must be a torch.Tensor, got {type(token_level_rewards).__name__}"
@@ -80,6 +84,7 @@ def check_rewards(token_level_rewards: Any) -> torch.Tensor:
 
 def stat_dtype(dtype: torch.dtype) -> torch.dtype:
     """Statistics run in float32 (float64 input keeps float64)."""
+    import torch  # on use: loading the plugin (every CLI start) stays light
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -96,6 +101,7 @@ def group_index(index: Any, batch_size: int, device: torch.device) -> Groups:
     Equal ids form a group. Unlike verl's ``as_torch_index`` we never coerce strings to numbers,
     so ``"1"`` and ``"01"`` stay different prompts.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     if index is None:
         raise ValueError("index (the group id of every sample, verl's 'uid') is required")
     if isinstance(index, torch.Tensor):
@@ -144,6 +150,7 @@ def group_stats(x: torch.Tensor, groups: Groups) -> GroupStats:
     all equal gets exactly zero deviations and zero std (a plain float32 mean of equal values can
     be off by one ulp, which divided by epsilon turns into advantages of order 1e-2).
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     g, n_groups = groups
     zeros = x.new_zeros(n_groups)
     size = zeros.index_add(0, g, torch.ones_like(x))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from rewardsql_advantages._common import (
     DEFAULT_EPSILON,
@@ -45,6 +46,7 @@ def compute_grpo_process_advantage_avg_unique(
     Returns:
         ``(advantages, returns)``, the same (B, T) tensor twice, in the rewards' dtype and device.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     del response_mask, eos_mask, kwargs  # the mask is not part of this variant's definition
     rewards = check_rewards(token_level_rewards)
     eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
@@ -68,6 +70,7 @@ def _mean_of_distinct_nonzero(r: torch.Tensor) -> tuple[torch.Tensor, bool]:
     few are then de-duplicated exactly by sorting on (row, value). Also says whether any reward
     is negative, which selects the output kernel.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     batch = r.shape[0]
     rows, values = _run_starts(r)
     order = torch.argsort(values, stable=True)
@@ -92,6 +95,7 @@ def _run_starts(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     False, so ``nonzero`` runs on them viewed as 64-bit words (8x fewer elements) and only the
     few non-zero words are expanded back to positions.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     batch, width = r.shape
     flat = r.reshape(-1)
     n = flat.numel()
@@ -118,6 +122,7 @@ def _spread(
     (1 or 0), computed in place in the output as sign(max(r - thr, 0)): float passes only, no
     bool or casting temporaries (r - thr > 0 exactly when r > thr).
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     positive = adv > 0
     scale = torch.where(positive, adv, -adv).unsqueeze(1)
     out = torch.empty(r.shape, dtype=r.dtype, device=r.device)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from rewardsql_advantages._common import (
     DEFAULT_EPSILON,
@@ -48,6 +49,7 @@ def compute_token_wise_advantage(
     Returns:
         ``(advantages, returns)``, the same (B, T) tensor twice, in the rewards' dtype and device.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     del kwargs
     rewards = check_rewards(token_level_rewards)
     mask = pick_mask(response_mask, eos_mask, rewards)
@@ -75,6 +77,7 @@ def _contiguous_group_size(groups: Groups) -> int | None:
     That is how verl lays out the n rollouts of each prompt, until batch balancing reorders
     them.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     g, n_groups = groups
     if n_groups == 0 or g.numel() % n_groups:
         return None
@@ -92,6 +95,7 @@ def _indicator(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     Integer and bool masks are converted then clamped in place, one pass each and no bool
     temporary; a float mask goes through its sign.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     if mask.is_floating_point():
         return torch.sign(mask).to(dtype).clamp_(min=0)
     return mask.to(dtype).clamp_(0, 1)
@@ -120,6 +124,7 @@ def _contiguous_groups(r: torch.Tensor, valid: torch.Tensor, size: int, eps: flo
 
     Allocates one (B, T) buffer besides ``valid``; it becomes the output.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     batch, width = r.shape
     rv = r.view(batch // size, size, width)
     vf = valid.view(rv.shape)
@@ -141,6 +146,7 @@ def _any_groups(r: torch.Tensor, valid: torch.Tensor, groups: Groups, eps: float
     Allocates one (B, T) buffer besides ``valid``: group statistics are gathered into the
     buffer before it is combined with r in place, and ``valid`` is spent on the last one.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     g, n_groups = groups
     shape = (n_groups, r.shape[1])
     n = r.new_zeros(shape).index_add_(0, g, valid).clamp_min_(1)

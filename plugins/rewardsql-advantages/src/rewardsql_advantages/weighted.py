@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from rewardsql_advantages._common import (
     DEFAULT_EPSILON,
@@ -49,6 +50,7 @@ def compute_weighted_grpo_advantage(
     Returns:
         ``(advantages, returns)``, the same (B, T) tensor twice, in the rewards' dtype and device.
     """
+    import torch  # on use: loading the plugin (every CLI start) stays light
     del kwargs
     rewards = check_rewards(token_level_rewards)
     mask = pick_mask(response_mask, eos_mask, rewards)

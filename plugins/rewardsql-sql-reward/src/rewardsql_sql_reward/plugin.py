@@ -1,4 +1,5 @@
-"""The rewardsql plugin: registers the ``sql_execution`` reward function and ``sql_verifier``."""
+"""The rewardsql plugin: the ``sql_execution`` reward function, the ``sql_verifier`` manager, and
+the commands ``rewardsql sql`` and ``rewardsql data``."""
 
 from __future__ import annotations
 
@@ -18,3 +19,13 @@ def rewardsql_reward_functions(register):  # type: ignore[no-untyped-def]
 def rewardsql_reward_managers(register):  # type: ignore[no-untyped-def]
     register("sql_verifier", SQLVerifierManager,
              summary="batch SQL execution reward: one parallel verifier call per batch")
+
+
+@rewardsql.hookimpl
+def rewardsql_commands(register):  # type: ignore[no-untyped-def]
+    # imported here: `rewardsql --help` should not pay for the verifier's imports
+    from rewardsql_sql_reward.data_command import app as data_app
+    from rewardsql_sql_reward.sql_command import app as sql_app
+
+    register("sql", sql_app, summary="Score predictions by execution accuracy.")
+    register("data", data_app, summary="Spider/BIRD questions to verl's RL parquet.")

@@ -1,1 +1,0 @@
-"""Data preparation: prompts for Chain-of-CTEs SQL and conversion to verl's RL parquet."""

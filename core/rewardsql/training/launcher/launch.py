@@ -1,0 +1,143 @@
+"""Running a :class:`~rewardsql.training.launcher.plan.TrainPlan`: dry run, verl on Ray, or the
+local engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rewardsql.errors import LaunchError
+from rewardsql.io import atomic_write_text
+from rewardsql.training.launcher.plan import TrainPlan, _select, validate_with_verl
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+def summary(plan: TrainPlan) -> str:
+    """A short human summary of what would be trained, on what, and how."""
+    c = plan.config
+
+    def data_line(key: str) -> str:
+        files = plan.data.get(key)
+        if files:
+            return ", ".join(f"{f.path} ({f.rows} rows)" for f in files)
+        return str(_select(c, key))
+
+    function = plan.reward_function.describe() if plan.reward_function else "verl default"
+    def num(key: str) -> str:
+        value = _select(c, key)
+        return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+    lines = [
+        f"model:          {_select(c, 'actor_rollout_ref.model.path')}",
+        f"train data:     {data_line('data.train_files')}",
+        f"val data:       {data_line('data.val_files')}",
+        f"estimator:      {plan.estimator.describe()}",
+        f"reward manager: {plan.reward_manager.describe()}",
+        f"reward fn:      {function}",
+        f"reward weights: process {num('rewardsql.reward_weights.process')}, outcome "
+        f"{num('rewardsql.reward_weights.outcome')}",
+        f"batch:          {_select(c, 'data.train_batch_size')} prompts x "
+        f"{_select(c, 'actor_rollout_ref.rollout.n')} responses, mini-batch "
+        f"{_select(c, 'actor_rollout_ref.actor.ppo_mini_batch_size')}, lengths "
+        f"{_select(c, 'data.max_prompt_length')}+{_select(c, 'data.max_response_length')}",
+        f"optimizer:      lr {num('actor_rollout_ref.actor.optim.lr')}, kl loss "
+        f"{_select(c, 'actor_rollout_ref.actor.use_kl_loss')} "
+        f"({_select(c, 'actor_rollout_ref.actor.kl_loss_type')} "
+        f"{num('actor_rollout_ref.actor.kl_loss_coef')})",
+        f"epochs:         {_select(c, 'trainer.total_epochs')}",
+        (f"GPUs:           {_select(c, 'trainer.nnodes')} node(s) x "
+         f"{_select(c, 'trainer.n_gpus_per_node')}, rollout "
+         f"{_select(c, 'actor_rollout_ref.rollout.name')}") if plan.options.engine == "verl"
+        else f"device:         {_select(c, 'trainer.device')}",
+        f"output:         {_select(c, 'trainer.default_local_dir')}",
+        f"engine:         {plan.options.engine}",
+    ]
+    if plan.env_vars:
+        lines.append("ray env:        " + " ".join(f"{k}={v}" for k, v in plan.env_vars.items()))
+    return "\n".join(lines)
+
+
+def resolved_yaml(plan: TrainPlan) -> str:
+    """The composed config as YAML, interpolations resolved (a valid ``--config`` again)."""
+    from omegaconf import OmegaConf
+
+    header = (
+        "# Composed by `rewardsql train`: verl 0.9.1 defaults + the user's config + options.\n"
+        "# Feed it back with `rewardsql train --config THIS_FILE ...`.\n"
+    )
+    return header + OmegaConf.to_yaml(plan.config, resolve=True)
+
+
+def write_resolved_config(plan: TrainPlan) -> Path:
+    """Write ``OUT/resolved_config.yaml`` atomically; return its path."""
+    path = plan.options.output_dir.expanduser() / RESOLVED_CONFIG
+    atomic_write_text(path, resolved_yaml(plan))
+    return path
+
+
+def dry_run(plan: TrainPlan) -> Path:
+    """The engine's own validation, then the resolved config written out. No Ray, no GPU."""
+    if plan.options.engine == "local":
+        validate_local(plan)
+    else:
+        validate_with_verl(plan.config)
+    return write_resolved_config(plan)
+
+
+def validate_local(plan: TrainPlan) -> None:
+    """The local engine reads the config into its settings, failing on what it cannot honour."""
+    try:
+        from rewardsql.training.local.settings import read_settings
+    except ImportError as exc:
+        raise LaunchError(_no_local_engine(exc)) from None
+    read_settings(plan.config)
+
+
+def _no_local_engine(exc: ImportError) -> str:
+    return (f"the local engine is not available in this installation (cannot import "
+            f"rewardsql.training.local: {exc}); use --engine verl on a GPU machine")
+
+
+def require_gpu() -> None:
+    """Stop before Ray starts when this machine has no CUDA GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise LaunchError(
+            "verl needs CUDA GPUs and this machine has none (torch.cuda.is_available() is "
+            "False), so Ray was not started. To train on this machine use `--engine local`; to "
+            "check the config without training use `--dry-run`.")
+
+
+def run_verl(plan: TrainPlan) -> None:
+    """Train with verl's PPO trainer on Ray, as ``python -m verl.trainer.main_ppo`` would."""
+    require_gpu()
+    from verl.utils.device import auto_set_device
+
+    auto_set_device(plan.config)  # as verl's main() does, before its validation
+    validate_with_verl(plan.config)
+    write_resolved_config(plan)
+    # Ray actors get the variables named in the runtime env (set in the config); the launching
+    # process gets them too, so every process sees the same modules.
+    os.environ.update(plan.env_vars)
+    from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
+
+    if plan.config.trainer.use_v1:
+        run_ppo(plan.config, task_runner_class=TaskRunnerV1)
+    else:
+        from verl.trainer.main_ppo_v0 import TaskRunner
+
+        run_ppo(plan.config, task_runner_class=TaskRunner)
+
+
+def run_local(plan: TrainPlan) -> Any:
+    """Hand the composed config to the single-machine engine (:mod:`rewardsql.training.local`)."""
+    try:
+        from rewardsql.training.local.local import run_local as engine_run_local
+    except ImportError as exc:
+        raise LaunchError(_no_local_engine(exc)) from None
+    write_resolved_config(plan)
+    return engine_run_local(plan.config, plan.options.output_dir.expanduser().resolve())
+

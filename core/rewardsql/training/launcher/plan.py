@@ -1,0 +1,253 @@
+"""From command-line options to one checked verl config: :func:`build_plan`.
+
+Order of precedence, lowest first: verl 0.9.1's defaults, the user's YAML (translated), the
+command's options (``--data-path``, ``--algorithm``, ``--core-function``, ``--epochs``,
+``--output-dir``), then ``KEY=VALUE`` overrides. The estimator is the first of: ``--core-function``,
+the config's ``algorithm.core_function`` (the seed's key), ``--algorithm``, the config's
+``algorithm.adv_estimator``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rewardsql.config import get_key, set_key
+from rewardsql.errors import ConfigError
+from rewardsql.section import (
+    MANAGER_SETTINGS_KEY,
+    OUTCOME_WEIGHT_KEY,
+    PROCESS_WEIGHT_KEY,
+    RewardSQLSection,
+    read_section,
+)
+from rewardsql.training.launcher import compose, resolve
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("verl", "local")
+
+
+@dataclass
+class TrainOptions:
+    """What ``rewardsql train`` was asked to do."""
+
+    output_dir: Path
+    config: Path | None = None
+    algorithm: str | None = None
+    data_path: Path | None = None
+    core_algos: Sequence[str] = ()
+    core_function: str | None = None
+    epochs: int | None = None
+    engine: str = "verl"
+    overrides: Sequence[str] = ()
+
+
+@dataclass
+class TrainPlan:
+    """A composed, checked config and what was resolved on the way."""
+
+    config: Any  # omegaconf.DictConfig
+    options: TrainOptions
+    estimator: resolve.Resolved
+    reward_manager: resolve.Resolved
+    reward_function: resolve.Resolved | None
+    core_algos: list[resolve.CoreAlgos] = field(default_factory=list)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    data: dict[str, list[resolve.DataFile]] = field(default_factory=dict)
+    #: Renamed keys and values, and derived settings, for the summary.
+    notes: list[str] = field(default_factory=list)
+    #: Obsolete keys dropped, and other things a person should look at.
+    warnings: list[str] = field(default_factory=list)
+
+
+def _select(config: Any, key: str, default: Any = None) -> Any:
+    return get_key(config, key, default)
+
+
+def build_plan(options: TrainOptions) -> TrainPlan:
+    """Compose and check the config for ``options``; raise :class:`ConfigError` on any fault.
+
+    Nothing is started: no Ray, no GPU. ``--core-algos`` modules are imported in this process.
+    """
+    if options.engine not in ENGINES:
+        raise ConfigError(f"expected one of {', '.join(ENGINES)}, got {options.engine!r}",
+                          source="--engine")
+    if options.epochs is not None and options.epochs < 1:
+        raise ConfigError(f"must be at least 1, got {options.epochs}", source="--epochs")
+    # First, so their @register_advantage_estimator functions are known below.
+    core_algos = [resolve.import_core_algos(spec) for spec in options.core_algos]
+    notes: list[str] = []
+    warnings: list[str] = []
+    explicit: set[str] = set()  # keys the user set, in the file or on the command line
+
+    config = compose.verl_defaults()
+    config_core_function = None
+    if options.config is not None:
+        user = compose.load_user_config(options.config)
+        config_core_function = (user.get("algorithm") or {}).get("core_function")
+        translation = compose.merge_user_config(config, user, str(options.config))
+        notes += translation.notes()
+        warnings += [f"{options.config}: {w}" for w in translation.warnings()]
+        explicit |= _leaf_keys(translation.config)
+    _apply_options(config, options, config_core_function, explicit, notes, warnings)
+    overridden = compose.apply_overrides(config, options.overrides)
+    notes += overridden.notes()
+    warnings += [f"command line: {w}" for w in overridden.warnings()]
+    explicit |= {new for _, new, _ in overridden.changes if new} | {
+        text.lstrip("+~").split("=", 1)[0] for text in options.overrides}
+
+    # -- resolve what the config names
+    chosen = resolve.resolve_estimator(str(_select(config, "algorithm.adv_estimator")))
+    set_key(config, "algorithm.adv_estimator", chosen.name)
+    section = read_section(config)
+    if section.reward_function:
+        path, name = resolve.reward_function_target(section.reward_function)
+        set_key(config, "reward.custom_reward_function.path", path)
+        set_key(config, "reward.custom_reward_function.name", name)
+    reward_function = resolve.resolve_reward_function(
+        _select(config, "reward.custom_reward_function.path"),
+        _select(config, "reward.custom_reward_function.name"))
+    manager = resolve.resolve_reward_manager(
+        str(_select(config, "reward.reward_manager.source")),
+        str(_select(config, "reward.reward_manager.name")),
+        _select(config, "reward.reward_manager.module.path"))
+    _derive_reward_settings(config, section, manager, explicit, notes, warnings)
+    resolve.check_manager_settings(manager, read_section(config).reward_manager)
+
+    env_vars = resolve.runtime_env_vars(core_algos)
+    for name, value in env_vars.items():
+        set_key(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{name}", value)
+    _check_complete(config, options.engine)
+    plan = TrainPlan(config, options, chosen, manager, reward_function, core_algos, env_vars,
+                     notes=notes, warnings=warnings)
+    model = str(_select(config, "actor_rollout_ref.model.path"))
+    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+        plan.warnings.append(f"actor_rollout_ref.model.path: {model} does not exist on this "
+                             "machine (fine if it exists where training runs)")
+    plan.data = check_data_files(config)
+    rows = sum(f.rows for f in plan.data["data.train_files"])
+    batch = _select(config, "data.train_batch_size")
+    if isinstance(batch, int) and rows < batch:
+        plan.warnings.append(
+            f"data.train_files: {rows} rows, fewer than data.train_batch_size={batch}: verl "
+            "drops the incomplete batch, so no training step would run")
+    return plan
+
+
+def _apply_options(config: Any, options: TrainOptions, config_core_function: str | None,
+                   explicit: set[str], notes: list[str], warnings: list[str]) -> None:
+    """``--data-path``, the estimator choice, ``--epochs`` and ``--output-dir``."""
+    if options.data_path is not None:
+        train, val, note = resolve.files_for_data_path(options.data_path)
+        set_key(config, "data.train_files", train)
+        set_key(config, "data.val_files", val)
+        if note:
+            warnings.append(f"--data-path: {note}")
+    estimator = options.core_function or config_core_function or options.algorithm
+    if options.core_function and config_core_function:
+        notes.append(f"--core-function {options.core_function} replaces the config's "
+                     f"algorithm.core_function {config_core_function}")
+    elif config_core_function and options.algorithm:
+        notes.append(f"the config's algorithm.core_function {config_core_function} replaces "
+                     f"--algorithm {options.algorithm}'s own estimator")
+    if estimator:
+        set_key(config, "algorithm.adv_estimator", estimator)
+    if options.epochs is not None:
+        set_key(config, "trainer.total_epochs", options.epochs)
+    output = str(options.output_dir.expanduser().resolve())
+    configured = _select(config, "trainer.default_local_dir")
+    if "trainer.default_local_dir" in explicit and configured != output:
+        notes.append(f"trainer.default_local_dir {configured} -> {output} (--output-dir)")
+    set_key(config, "trainer.default_local_dir", output)
+
+
+def _derive_reward_settings(config: Any, section: RewardSQLSection, manager: resolve.Resolved,
+                            explicit: set[str], notes: list[str], warnings: list[str]) -> None:
+    """``trainer.use_v1`` from the manager's needs; an outcome weight only where the bridge's
+    adapter applies it; a process weight only where something computes it."""
+    if resolve.needs_ground_truth(manager):
+        if _select(config, "trainer.use_v1") and "trainer.use_v1" in explicit:
+            raise ConfigError(
+                f"reward manager {manager.name!r} needs the ground truth, which verl's v1 "
+                "trainer does not send it; remove trainer.use_v1=true", key="trainer.use_v1")
+        set_key(config, "trainer.use_v1", False)
+        notes.append(f"trainer.use_v1=false: reward manager {manager.name} needs ground truth")
+    weights = section.reward_weights
+    if resolve.is_rewardsql_manager(manager):
+        derived = manager.obj.settings_for_weights(section.reward_manager, weights)
+        for key in sorted(set(derived) - set(section.reward_manager)):
+            set_key(config, f"{MANAGER_SETTINGS_KEY}.{key}", derived[key])
+            notes.append(f"{MANAGER_SETTINGS_KEY}.{key}={derived[key]} (reward weights: process "
+                         f"{weights.process:g}, outcome {weights.outcome:g})")
+    if weights.outcome != 1.0 and not resolve.is_rewardsql_manager(manager):
+        # verl's own managers never see rewardsql's weights: refuse rather than train unscaled
+        raise ConfigError(
+            f"{weights.outcome:g} is applied to the scores of rewardsql's reward managers, and "
+            f"{manager.name!r} ({manager.provider}) is not one: scale the score in its reward "
+            "function instead, or use a rewardsql manager", key=OUTCOME_WEIGHT_KEY)
+    if weights.process != 0:
+        warnings.append(f"{PROCESS_WEIGHT_KEY}={weights.process:g}: the process reward (PRM) is "
+                        "not wired into verl yet; only the outcome reward is computed")
+
+
+def _leaf_keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            out.add(f"{prefix}{key}")
+    return out
+
+
+def _check_complete(config: Any, engine: str) -> None:
+    """Every interpolation resolves, and the keys verl leaves mandatory are set."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if engine == "verl" and OmegaConf.is_missing(config.actor_rollout_ref.rollout, "name"):
+        raise ConfigError("required: the rollout engine (vllm or sglang)",
+                          key="actor_rollout_ref.rollout.name")
+    try:
+        OmegaConf.to_container(config, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"cannot resolve: {getattr(exc, 'msg', exc)}", key=key) from None
+
+
+def check_data_files(config: Any) -> dict[str, list[resolve.DataFile]]:
+    """Check ``data.train_files`` and ``data.val_files``: they exist and have the columns."""
+    columns = resolve.required_columns(str(_select(config, "data.prompt_key")),
+                                       str(_select(config, "data.reward_fn_key")))
+    out: dict[str, list[resolve.DataFile]] = {}
+    for key in ("data.train_files", "data.val_files"):
+        files = resolve.data_files(_select(config, key))
+        if not files:
+            raise ConfigError("required: one or more parquet files (or pass --data-path)", key=key)
+        out[key] = [resolve.check_data_file(f, columns, key) for f in files]
+    return out
+
+
+def validate_with_verl(config: Any) -> None:
+    """Run verl's own config validation (batch-size arithmetic, typed dataclasses)."""
+    import contextlib
+    import io
+    import warnings as py_warnings
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    try:
+        # verl prints its progress; the summary says the same in one line
+        with py_warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            py_warnings.simplefilter("ignore")
+            validate_config(config=config, use_reference_policy=need_reference_policy(config),
+                            use_critic=need_critic(config))
+    except (AssertionError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"verl rejects the config: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # omegaconf validation errors and friends
+        raise ConfigError(f"verl rejects the config: {type(exc).__name__}: {exc}") from None

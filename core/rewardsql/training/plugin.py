@@ -1,0 +1,13 @@
+"""The training wing's plugin: registers ``rewardsql train`` and ``rewardsql sft``."""
+
+from __future__ import annotations
+
+from rewardsql.hookspec import Register, hookimpl
+from rewardsql.training.sft_command import sft
+from rewardsql.training.train_command import train
+
+
+@hookimpl
+def rewardsql_commands(register: Register) -> None:
+    register("train", train, summary="RL training (GRPO, PPO, ...) on verl or the local engine.")
+    register("sft", sft, summary="Supervised fine-tuning with transformers.")

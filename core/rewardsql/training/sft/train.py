@@ -1,0 +1,287 @@
+"""``run_sft``: supervised fine-tuning with transformers' Trainer.
+
+The Trainer gives checkpoints, resume, DeepSpeed, report_to and the progress bar; this module
+picks the attention kernel and precision the machine supports, builds the response-only labels,
+and saves the final model (merged when LoRA is used) with its tokenizer atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rewardsql.errors import ConfigError
+from rewardsql.io import atomic_directory, atomic_write_json
+from rewardsql.training.cpu_math import describe_cpu_math
+from rewardsql.training.sft.config import SFTConfig, check_paths
+from rewardsql.training.sft.data import Collator, read_rows, tokenize
+
+log = logging.getLogger(__name__)
+RESULT_FILE = "sft_result.json"
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    """What a run did: losses (first and last logged training loss), steps and timing."""
+
+    output_dir: Path
+    first_loss: float | None
+    final_loss: float | None
+    steps: int
+    start_step: int
+    seconds: float
+    n_examples: int
+    dropped: int
+    resumed_from: str | None = None
+    eval_loss: float | None = None
+    attn_implementation: str = "sdpa"
+    bf16: bool = False
+    #: ``rewardsql.training.cpu_math.describe_cpu_math()``: whether the run's CPU arithmetic was
+    #: pinned
+    cpu_math: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def attention_implementation(setting: str | bool) -> str:
+    """The attention kernel for ``flash_attention``: "auto", true or false."""
+    import torch
+
+    installed = importlib.util.find_spec("flash_attn") is not None
+    cuda = torch.cuda.is_available()
+    if setting is True:
+        if not installed:
+            raise ConfigError("FlashAttention was requested but the flash_attn package is not "
+                              "installed: pip install rewardsql[flash-attn] (needs CUDA), or set "
+                              '"flash_attention": "auto"', key="flash_attention")
+        if not cuda:
+            raise ConfigError("FlashAttention needs a CUDA GPU and none is available; set "
+                              '"flash_attention": "auto" or false', key="flash_attention")
+        return "flash_attention_2"
+    if setting == "auto" and installed and cuda:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def bf16_supported() -> bool:
+    """Whether this machine trains in bfloat16 natively (a CUDA GPU that has it, or a CPU
+    with AVX512-BF16 / AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None and check():
+            return True
+    return False
+
+
+def check_device(device: str) -> None:
+    """``device: cuda`` on a machine without a usable GPU is an error, not a silent CPU run."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        build = (f"built for CUDA {torch.version.cuda}" if torch.version.cuda
+                 else "a CPU-only build")
+        raise ConfigError(f"CUDA is not available (torch {torch.__version__}, {build}); use "
+                          '"auto" or "cpu"', key="device")
+
+
+def check_deepspeed(config: SFTConfig) -> None:
+    if config.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("a DeepSpeed config is set but the deepspeed package is not installed: "
+                          "pip install rewardsql[deepspeed], or set \"deepspeed\": null",
+                          key="deepspeed")
+
+
+def find_checkpoint(config: SFTConfig) -> str | None:
+    """The checkpoint to resume from, per ``resume_from_checkpoint``."""
+    setting = config.resume_from_checkpoint
+    if setting is None:
+        return None
+    if setting != "auto":
+        return setting
+    out = Path(config.output_dir)
+    steps = []
+    for child in out.glob("checkpoint-*") if out.is_dir() else ():
+        suffix = child.name.removeprefix("checkpoint-")
+        # A checkpoint is complete once the Trainer wrote its state file (it writes it last)
+        if suffix.isdigit() and (child / "trainer_state.json").is_file():
+            steps.append((int(suffix), child))
+    return str(max(steps)[1]) if steps else None
+
+
+class _LossLog:
+    """Collects the training losses the Trainer logs, and forces a log on the last step."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        losses: list[tuple[int, float]] = []
+        evals: list[float] = []
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step >= state.max_steps:
+                    control.should_log = True
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    losses.append((state.global_step, float(logs["loss"])))
+                if logs and "eval_loss" in logs:
+                    evals.append(float(logs["eval_loss"]))
+
+        self.callback = Callback()
+        self.losses = losses
+        self.evals = evals
+
+
+def run_sft(config: SFTConfig) -> SFTResult:
+    """Fine-tune ``config.model_name_or_path`` on ``config.train_file``; save to output_dir."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    check_paths(config)
+    check_device(config.device)
+    check_deepspeed(config)
+    attn = attention_implementation(config.flash_attention)
+    bf16 = config.bf16
+    if bf16 and not bf16_supported():
+        warnings.warn("bf16 was requested but this machine has no native bfloat16 support; "
+                      "training in float32 instead", stacklevel=2)
+        bf16 = False
+    started = time.monotonic()
+    transformers.set_seed(config.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train = tokenize(read_rows(config.train_file), tokenizer, config.max_length,
+                     source=config.train_file)
+    evaluation = None
+    if config.eval_file:
+        evaluation = tokenize(read_rows(config.eval_file, key="eval_file"), tokenizer,
+                              config.max_length, source=config.eval_file)
+
+    dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, dtype=dtype,
+                                                 attn_implementation=attn)
+    if config.gradient_checkpointing:
+        model.config.use_cache = False
+    if config.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+            target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM"))
+
+    args = TrainingArguments(**_training_arguments(config, bf16, evaluation is not None,
+                                                   major=int(transformers.__version__[0])))
+    losses = _LossLog()
+    trainer = Trainer(model=model, args=args, train_dataset=train.examples,
+                      eval_dataset=evaluation.examples if evaluation else None,
+                      data_collator=Collator(tokenizer.pad_token_id),
+                      processing_class=tokenizer, callbacks=[losses.callback])
+    resume = find_checkpoint(config)
+    start_step = 0
+    if resume is not None:
+        start_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
+        log.info("resuming from %s (step %d)", resume, start_step)
+    trainer.train(resume_from_checkpoint=resume)
+    eval_loss = losses.evals[-1] if losses.evals else None
+    if evaluation is not None and eval_loss is None:
+        eval_loss = float(trainer.evaluate()["eval_loss"])
+
+    result = SFTResult(
+        output_dir=Path(config.output_dir), steps=trainer.state.global_step,
+        first_loss=losses.losses[0][1] if losses.losses else None,
+        final_loss=losses.losses[-1][1] if losses.losses else None,
+        start_step=start_step, seconds=round(time.monotonic() - started, 2),
+        n_examples=len(train.examples), dropped=train.dropped, resumed_from=resume,
+        eval_loss=eval_loss, attn_implementation=attn, bf16=bf16, cpu_math=describe_cpu_math())
+    _save_final(trainer, tokenizer, config, result)
+    return result
+
+
+def _training_arguments(config: SFTConfig, bf16: bool, has_eval: bool, major: int) -> dict:
+    import torch
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm, num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps, lr_scheduler_type=config.lr_scheduler_type,
+        bf16=bf16, gradient_checkpointing=config.gradient_checkpointing,
+        deepspeed=config.deepspeed,
+        report_to=list(config.report_to) if isinstance(config.report_to, tuple)
+        else config.report_to,
+        seed=config.seed, logging_steps=config.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.eval_steps or config.save_steps,
+        remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=config.device == "cpu" or not torch.cuda.is_available(),
+    )
+    # transformers 5 takes the warmup ratio as a float warmup_steps; 4.x has warmup_ratio
+    if major >= 5:
+        kwargs["warmup_steps"] = config.warmup_ratio
+    else:
+        kwargs["warmup_ratio"] = config.warmup_ratio
+    return kwargs
+
+
+def _save_final(trainer, tokenizer, config: SFTConfig, result: SFTResult) -> None:
+    """Replace output_dir whole with the final model, carrying checkpoints and logs across.
+
+    Every process takes part in saving (DeepSpeed ZeRO-3 gathers the weights); the main process
+    then swaps the directory in.
+    """
+    out = Path(config.output_dir)
+    staging = out.with_name(f".{out.name}.final")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
+    trainer.accelerator.wait_for_everyone()
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):  # LoRA: save a plain model every command can load
+        if trainer.is_world_process_zero():
+            model.merge_and_unload().save_pretrained(staging)
+    else:
+        trainer.save_model(str(staging))
+    if not trainer.is_world_process_zero():
+        return
+    with atomic_directory(out) as tmp:
+        for entry in staging.iterdir():
+            os.replace(entry, tmp / entry.name)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / RESULT_FILE, result.to_dict())
+        atomic_write_json(tmp / "sft_config.json", config.to_dict())
+        moved: list[tuple[Path, Path]] = []
+        try:
+            for entry in sorted(out.iterdir()) if out.is_dir() else ():
+                if not (tmp / entry.name).exists():
+                    os.replace(entry, tmp / entry.name)
+                    moved.append((entry, tmp / entry.name))
+        except BaseException:
+            # Put checkpoints back before atomic_directory discards the temp dir
+            for original, now in reversed(moved):
+                with contextlib.suppress(OSError):
+                    os.replace(now, original)
+            raise
+    shutil.rmtree(staging, ignore_errors=True)

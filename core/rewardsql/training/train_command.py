@@ -1,0 +1,118 @@
+"""``rewardsql train``: GRPO/PPO on verl 0.9.1 (or the local engine) from one config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rewardsql.errors import ConfigError, LaunchError
+from rewardsql.training.options import CpuMath, cpu_math_or_exit
+
+
+def _one(option: str, value: object, alias_value: object) -> object:
+    if value is not None and alias_value is not None and value != alias_value:
+        raise ConfigError("given twice with different values", source=option)
+    return value if value is not None else alias_value
+
+
+def train(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[KEY=VALUE]...", help="Config overrides: key=v, +new.key=v, ~key."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Trainer YAML (verl or original RewardSQL keys)."),
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Checkpoints and resolved config.")
+    ] = None,
+    algorithm: Annotated[
+        str | None,
+        typer.Option(help="verl estimator: grpo, gae (ppo), rloo, reinforce_plus_plus, ..."),
+    ] = None,
+    data_path: Annotated[
+        Path | None,
+        typer.Option(help="A directory with train.parquet and val.parquet, or one parquet file."),
+    ] = None,
+    core_algos: Annotated[
+        list[str] | None,
+        typer.Option(help="Module path or .py file imported first, in every process "
+                          "(repeatable)."),
+    ] = None,
+    core_function: Annotated[
+        str | None,
+        typer.Option(help="A registered advantage estimator (name or alias); sets "
+                          "algorithm.adv_estimator."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Sets trainer.total_epochs.")] = None,
+    engine: Annotated[str, typer.Option(help="verl (Ray, GPUs) or local (one machine).")] = "verl",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check everything, write the config, start nothing.")
+    ] = False,
+    cpu_math: CpuMath = "native",
+    # The original RewardSQL's spellings, kept working but out of the help.
+    output_dir_alias: Annotated[Path | None, typer.Option("--output_dir", hidden=True)] = None,
+    data_path_alias: Annotated[Path | None, typer.Option("--data_path", hidden=True)] = None,
+    core_algos_alias: Annotated[list[str] | None, typer.Option("--core_algos", hidden=True)] = None,
+    core_function_alias: Annotated[str | None, typer.Option("--core_function", hidden=True)] = None,
+) -> None:
+    """Train a policy with RL: compose verl 0.9.1's config from CONFIG (older verl keys and the
+    original RewardSQL's are translated), apply KEY=VALUE overrides (key=v, +new.key=v, ~key),
+    check it, then launch verl on Ray or the local engine. --dry-run checks everything and writes
+    OUT/resolved_config.yaml without starting anything.
+    """
+    if cpu_math == "reproducible" and engine != "local":
+        raise ConfigError("--cpu-math reproducible is for --engine local (verl's workers compute "
+                          "on GPUs)")
+    threads = cpu_math_or_exit(cpu_math)  # before anything imports torch
+    from rewardsql.training.launcher import TrainOptions, build_plan, launch
+
+    out = _one("--output-dir", output_dir, output_dir_alias)
+    if out is None:
+        raise ConfigError("--output-dir is required")
+    options = TrainOptions(
+        output_dir=Path(out),
+        config=config,
+        algorithm=algorithm,
+        data_path=_one("--data-path", data_path, data_path_alias),
+        core_algos=[*(core_algos or []), *(core_algos_alias or [])],
+        core_function=_one("--core-function", core_function, core_function_alias),
+        epochs=epochs,
+        engine=engine,
+        overrides=list(overrides or []),
+    )
+    if engine == "verl" and not dry_run:
+        launch.require_gpu()  # at once: nothing else matters without a GPU
+    plan = build_plan(options)
+    for line in plan.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    if dry_run:
+        path = launch.dry_run(plan)
+        typer.echo(launch.summary(plan))
+        for line in plan.notes:
+            typer.echo(f"note: {line}")
+        typer.echo(f"dry run: config is valid; wrote {path}")
+        return
+    typer.echo(launch.summary(plan))
+    try:
+        if engine == "local":
+            _set_up_torch(threads)
+            launch.run_local(plan)
+        else:
+            launch.run_verl(plan)
+    except OSError as exc:  # a model or file the engine could not load
+        raise LaunchError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _set_up_torch(threads: int) -> None:
+    import torch
+
+    from rewardsql.training.cpu_math import cpu_math_label, describe_cpu_math
+
+    if threads:
+        torch.set_num_threads(threads)
+    typer.echo(f"CPU math:       {cpu_math_label(describe_cpu_math())}, "
+               f"{torch.get_num_threads()} torch threads")

@@ -1,0 +1,166 @@
+"""Reproducible CPU arithmetic: the same training, bit for bit, on every Intel CPU of a class.
+
+On a CPU, torch picks its kernels by the CPU it finds: ATen's vectorised kernels (AVX2 or
+AVX-512), MKL's matrix-multiply code path (by CPU generation, and by cache size and thread count
+within one) and oneDNN's instruction set. They add up floats in different orders, and a short,
+sensitive run such as the demo's SFT (whether the model learns to copy values is decided early)
+ends elsewhere: in round 9 the same seed gave dev accuracy 0.277 on one machine and 0.120 on
+another (examples/tiny/README.md).
+
+``reproducible_env`` pins all three to one instruction-set class, AVX-512 where the CPU has it,
+else AVX2, and turns on MKL's strict conditional numerical reproducibility (Intel documents it as
+giving the same results on every Intel CPU that supports the chosen branch, for a fixed thread
+count); with ``REPRODUCIBLE_THREADS`` threads, SFT and GRPO then compute the same numbers on
+every Intel CPU of that class. The two classes give different numbers from each other, and one
+class gives other numbers on another vendor's CPU: the report records the class and the vendor.
+Pinning an AVX-512 CPU to AVX2 would make one class of all Intel CPUs, but costs 1.4x to 1.7x
+the SFT time there (``bench/cpu_math.py``), more than the demo's 10 minutes allow; the AVX-512
+branch costs 5% to 16%. Measured on an AMD EPYC (AVX2): the ``avx2`` class gives the same
+weights with 1, 2 and 4 threads, at no cost, but so does native math there, and they differ from
+an Intel CPU's ``avx2`` weights: reproducible per vendor, not across. ARM CPUs have no MKL.
+
+The variables are read once per process, when torch first computes, so they must be set before
+torch is imported: ``rewardsql demo`` sets them first thing (``--cpu-math reproducible``, its
+default); ``rewardsql sft`` and ``rewardsql train --engine local`` do with ``--cpu-math
+reproducible`` (their default is ``native``: they are also for GPUs and larger models, where
+speed matters more than the last bit). All three go through ``apply_cpu_math``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Per instruction-set class, the settings that pin ATen, MKL and oneDNN to it.
+CLASS_ENV: dict[str, dict[str, str]] = {
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512,STRICT",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+#: What ``torch.backends.cpu.get_cpu_capability()`` says when a class's kernels run.
+CLASS_CAPABILITY = {"avx512": "AVX512", "avx2": "AVX2"}
+#: CPU flags each class needs (AVX-512: the Skylake-SP set that ATen's and MKL's AVX-512 code use).
+CLASS_FLAGS = {"avx512": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"},
+               "avx2": {"avx2", "fma"}}
+#: Threads of a reproducible run. MKL's reproducibility holds for a fixed count; measured here,
+#: SFT gave the same weights with 1, 2 and 4 threads and other weights with 3.
+REPRODUCIBLE_THREADS = 2
+#: ``--cpu-math`` values.
+MODES = ("reproducible", "native")
+#: Short names of ``/proc/cpuinfo``'s vendor ids, for labels.
+_VENDOR_NAMES = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}
+#: Every variable ``CLASS_ENV`` sets (each class sets the same three).
+VARIABLES = tuple(CLASS_ENV["avx512"])
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (Linux); empty where ``cpuinfo`` cannot be read."""
+    return set(_cpuinfo_field("flags", cpuinfo).split())
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's model name (Linux), e.g. ``AMD EPYC``; None where ``cpuinfo`` has none. MKL's
+    reproducible branches are documented for Intel CPUs, so a report names the vendor too."""
+    return _cpuinfo_field("model name", cpuinfo) or None
+
+
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``); None where ``cpuinfo`` has none.
+    A class's bits hold per vendor: the same seed's SFT differed between an Intel and an AMD
+    CPU of class ``avx2`` (round 12, examples/tiny/README.md)."""
+    return _cpuinfo_field("vendor_id", cpuinfo) or None
+
+
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return ""
+    line = next((x for x in text.splitlines() if x.split(":")[0].strip() == name), "")
+    return line.partition(":")[2].strip()
+
+
+def cpu_class(flags: set[str]) -> str | None:
+    """The widest class whose flags are all in ``flags``: ``avx512``, ``avx2`` or None."""
+    return next((name for name, needed in CLASS_FLAGS.items() if needed <= flags), None)
+
+
+def reproducible_env(flags: set[str]) -> dict[str, str]:
+    """The settings that make a CPU with ``flags`` compute reproducibly ({} when none do)."""
+    name = cpu_class(flags)
+    return dict(CLASS_ENV[name]) if name else {}
+
+
+def use_reproducible_cpu_math() -> str | None:
+    """Put this CPU's ``reproducible_env`` in ``os.environ``; return its class (None: no class
+    applies, nothing set).
+
+    Raises ``RuntimeError`` when torch is already imported into this process: it may have read
+    the variables already, and a run that only looked reproducible would be worse than none.
+    """
+    flags = cpu_flags()
+    wanted = reproducible_env(flags)
+    if "torch" in sys.modules:
+        if all(os.environ.get(k) == v for k, v in wanted.items()):
+            return cpu_class(flags)  # set before this process started, so torch read them
+        raise RuntimeError("reproducible CPU math must be set before torch is imported "
+                           "(export the variables of rewardsql.training.cpu_math.CLASS_ENV "
+                           "instead)")
+    os.environ.update(wanted)
+    return cpu_class(flags)
+
+
+def restart_with_reproducible_cpu_math(argv: list[str]) -> None:
+    """Replace this process by ``python -m rewardsql *argv`` with the reproducible variables in
+    its environment: for the CLI, when a plugin imported torch before the command could set
+    them. Does not return."""
+    os.environ.update(reproducible_env(cpu_flags()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "rewardsql", *argv])
+
+
+def apply_cpu_math(mode: str, threads: int = 0) -> int:
+    """Set this process up for ``--cpu-math mode`` (``MODES``); call it before torch is imported.
+
+    Returns the torch thread count to use: ``threads`` when given (> 0), else
+    ``REPRODUCIBLE_THREADS`` for ``reproducible`` (the count its results are the same for) and 0
+    (torch's default) for ``native``. Raises ``ValueError`` naming the choices for an unknown
+    mode, and ``RuntimeError`` as ``use_reproducible_cpu_math`` does.
+    """
+    if mode not in MODES:
+        raise ValueError(f"--cpu-math must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "native":
+        return threads
+    use_reproducible_cpu_math()
+    return threads or REPRODUCIBLE_THREADS
+
+
+def describe_cpu_math() -> dict[str, Any]:
+    """What this process computes with, for a report: ``mode`` is ``reproducible`` when the
+    variables of one class are all set and ATen really runs that class's kernels."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    settings = {name: os.environ.get(name) for name in VARIABLES}
+    pinned = next((name for name, env in CLASS_ENV.items()
+                   if settings == env and capability == CLASS_CAPABILITY[name]), None)
+    return {
+        "mode": "reproducible" if pinned else "native",
+        "class": pinned,
+        "vendor": cpu_vendor(),
+        "aten_cpu_capability": capability,
+        **settings,
+    }
+
+
+def cpu_math_label(described: Mapping[str, Any]) -> str:
+    """A short label of ``describe_cpu_math()``'s answer: ``reproducible avx512 (Intel)``,
+    ``native``. Reproducible figures compare within one label."""
+    label = f"{described.get('mode', '?')} {described.get('class') or ''}".strip()
+    vendor = _VENDOR_NAMES.get(described.get("vendor") or "", described.get("vendor"))
+    return f"{label} ({vendor})" if described.get("class") and vendor else label

@@ -27,9 +27,15 @@ def _install(session: nox.Session, *args: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over the whole tree, with a pinned ruff so a new release cannot break CI."""
-    session.install("ruff==0.17.6")
+    """Ruff over the whole tree; import-linter's layer contracts (pyproject.toml); mypy on the
+    core. Tools pinned, so that a new release cannot break CI."""
+    session.install("ruff==0.17.6", "import-linter==2.17", "mypy==2.4.1")
     session.run("ruff", "check", ".")
+    # the core with its three dependencies; the wings and plugins as source, for the contracts
+    _install(session, "-e", ".")
+    session.install("--no-deps", *(f"-e./plugins/{p}" for p in PLUGINS))
+    session.run("lint-imports")
+    session.run("mypy")
 
 
 @nox.session

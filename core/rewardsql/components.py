@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewardsql import schema
+
 
 class ComponentKind(str, enum.Enum):
     """The kinds of component a plugin can provide."""
@@ -69,9 +71,17 @@ class PluginRecord:
             "version": self.version,
             "status": self.status,
             "error": self.error,
-            "components": [
-                {"kind": c.kind.value, "name": c.name, "aliases": list(c.aliases),
-                 "summary": c.summary}
-                for c in self.components
-            ],
+            "components": [_component_json(c) for c in self.components],
         }
+
+
+def _component_json(component: Component) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": component.kind.value, "name": component.name,
+                           "aliases": list(component.aliases), "summary": component.summary}
+    settings = getattr(component.obj, "Settings", None)
+    if component.kind is ComponentKind.REWARD_MANAGER and settings is not None:
+        out["settings"] = [
+            {"name": f.name, "type": f.type, "default": f.default, "doc": f.doc}
+            for f in schema.describe(settings)
+        ]
+    return out

@@ -65,7 +65,9 @@ class RewardSQLSpecs:
         """Register CLI commands: ``register(name, command, summary=...)``.
 
         ``command`` is a ``typer.Typer`` (mounted as a command group, e.g. ``rewardsql sql
-        score``) or a function typer can call (mounted as ``rewardsql NAME``). Import heavy
-        libraries inside the command, so that ``rewardsql --help`` stays fast. rewardsql's own
+        score``) or a function typer can call (mounted as ``rewardsql NAME``). A name of
+        two words, ``"rm label"``, adds the command to the group ``rm`` (another plugin's
+        too). Import heavy libraries inside the command, so that ``rewardsql --help`` stays
+        fast. rewardsql's own
         commands come through this hook too.
         """

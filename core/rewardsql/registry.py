@@ -227,6 +227,10 @@ def make_component(
     for label in (name, *aliases):
         if not isinstance(label, str) or not label.strip() or label != label.strip():
             raise ValueError(f"{kind.label} names must be non-empty strings, got {label!r}")
+        words = 2 if kind is ComponentKind.COMMAND else 1
+        if len(label.split(" ")) > words:
+            raise ValueError(f"{kind.label} name {label!r}: a command is one word, or a group "
+                             "and a word (\"rm label\"); other names have no spaces")
     if kind is ComponentKind.REWARD_MANAGER:
         if not (isinstance(obj, type) and issubclass(obj, RewardManager)):
             raise TypeError(

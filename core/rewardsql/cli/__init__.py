@@ -1,10 +1,12 @@
 """The ``rewardsql`` command line: a shell that mounts every command plugins register.
 
 Commands come through the ``rewardsql_commands`` hook, rewardsql's own included (its ``plugins``
-commands, the training wing's ``train`` and ``sft``, the demo's ``demo``). A command a plugin
-registers under a name that is taken, or a plugin that fails to load, is reported by ``rewardsql
-plugins list``; every other command keeps working. Errors of the :mod:`rewardsql.errors`
-hierarchy become one line, ``error: ...``, and their exit code, here and nowhere else.
+commands, the training wing's ``train`` and ``sft``, the demo's ``demo``). A name with a
+space, ``"rm label"``, adds a command to the group ``rm``, whichever plugin registered it. A
+command a plugin registers under a name that is taken, or a plugin that fails to load, is
+reported by ``rewardsql plugins list``; every other command keeps working. Errors of the
+:mod:`rewardsql.errors` hierarchy become one line, ``error: ...``, and their exit code, here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -33,17 +35,29 @@ def build_app() -> typer.Typer:
     )
     root.callback()(_root_options)
     commands = get_plugin_manager().components(ComponentKind.COMMAND)
-    for component in sorted(commands, key=lambda c: c.name):
-        _mount(root, component.name, component.obj, component.summary)
+    groups: dict[str, typer.Typer] = {}
+    # "rm label" joins the group "rm", whoever registered it: plain names first
+    for component in sorted(commands, key=lambda c: (" " in c.name, c.name)):
+        group_name, _, sub = component.name.partition(" ")
+        if sub:
+            group = groups.get(group_name)
+            if group is None:
+                group = groups[group_name] = typer.Typer(no_args_is_help=True)
+                root.add_typer(group, name=group_name)
+            _mount(group, sub, component.obj, component.summary)
+        else:
+            _mount(root, group_name, component.obj, component.summary)
+            if isinstance(component.obj, typer.Typer):
+                groups[group_name] = component.obj
     return root
 
 
-def _mount(root: typer.Typer, name: str, command: Any, summary: str) -> None:
+def _mount(parent: typer.Typer, name: str, command: Any, summary: str) -> None:
     if isinstance(command, typer.Typer):
-        root.add_typer(command, name=name, help=command.info.help or summary or None)
+        parent.add_typer(command, name=name, help=command.info.help or summary or None)
     else:
-        root.command(name, help=(command.__doc__ or summary or None),
-                     short_help=summary or None)(command)
+        parent.command(name, help=(command.__doc__ or summary or None),
+                       short_help=summary or None)(command)
 
 
 def _version_callback(value: bool) -> None:

@@ -11,6 +11,7 @@ import typer
 from rewardsql.components import Component, PluginRecord
 from rewardsql.hookspec import Register, hookimpl
 from rewardsql.registry import get_plugin_manager
+from rewardsql.section import MANAGER_SETTINGS_KEY
 
 app = typer.Typer(help="List and check rewardsql plugins.", no_args_is_help=True)
 
@@ -75,7 +76,7 @@ def check_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="A training config: reward managers are built with its "
-        "rewardsql.reward_manager settings, reward functions called with its "
+        f"{MANAGER_SETTINGS_KEY} settings, reward functions called with its "
         "reward.custom_reward_function.reward_kwargs.")] = None,
 ) -> None:
     """Call each component exactly as the trainers do, on a small synthetic batch.

@@ -31,6 +31,7 @@ from rewardsql.config import set_key, to_plain
 from rewardsql.demo.tiny import CONFIG_DIR
 from rewardsql.errors import ConfigError, require_verl
 from rewardsql.io import atomic_write, atomic_write_json
+from rewardsql.section import MANAGER_SETTINGS_KEY
 from rewardsql.training.cpu_math import cpu_math_label
 from rewardsql.training.environment import describe_environment
 
@@ -67,7 +68,7 @@ def grpo_plan(example: Any, model_path: Path, output_dir: Path, *, quick: bool, 
         "data.train_files": str(example.rl_parquet), "data.val_files": str(example.dev_parquet),
         "data.seed": seed, "actor_rollout_ref.model.path": str(model_path),
         "actor_rollout_ref.rollout.seed": seed,
-        "rewardsql.reward_manager.db_root": str(example.db_root), "trainer.device": device,
+        f"{MANAGER_SETTINGS_KEY}.db_root": str(example.db_root), "trainer.device": device,
         **(QUICK_GRPO if quick else {}),
     }
     texts = [f"{key}={json.dumps(value)}" for key, value in values.items()]

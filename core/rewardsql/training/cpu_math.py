@@ -1,29 +1,14 @@
-"""Reproducible CPU arithmetic: the same training, bit for bit, on every Intel CPU of a class.
+"""Reproducible CPU arithmetic: the same training, bit for bit, per CPU class and vendor.
 
-On a CPU, torch picks its kernels by the CPU it finds: ATen's vectorised kernels (AVX2 or
-AVX-512), MKL's matrix-multiply code path (by CPU generation, and by cache size and thread count
-within one) and oneDNN's instruction set. They add up floats in different orders, and a short,
-sensitive run such as the demo's SFT (whether the model learns to copy values is decided early)
-ends elsewhere: in round 9 the same seed gave dev accuracy 0.277 on one machine and 0.120 on
-another (examples/tiny/README.md).
-
-``reproducible_env`` pins all three to one instruction-set class, AVX-512 where the CPU has it,
-else AVX2, and turns on MKL's strict conditional numerical reproducibility (Intel documents it as
-giving the same results on every Intel CPU that supports the chosen branch, for a fixed thread
-count); with ``REPRODUCIBLE_THREADS`` threads, SFT and GRPO then compute the same numbers on
-every Intel CPU of that class. The two classes give different numbers from each other, and one
-class gives other numbers on another vendor's CPU: the report records the class and the vendor.
-Pinning an AVX-512 CPU to AVX2 would make one class of all Intel CPUs, but costs 1.4x to 1.7x
-the SFT time there (``bench/cpu_math.py``), more than the demo's 10 minutes allow; the AVX-512
-branch costs 5% to 16%. Measured on an AMD EPYC (AVX2): the ``avx2`` class gives the same
-weights with 1, 2 and 4 threads, at no cost, but so does native math there, and they differ from
-an Intel CPU's ``avx2`` weights: reproducible per vendor, not across. ARM CPUs have no MKL.
-
-The variables are read once per process, when torch first computes, so they must be set before
-torch is imported: ``rewardsql demo`` sets them first thing (``--cpu-math reproducible``, its
-default); ``rewardsql sft`` and ``rewardsql train --engine local`` do with ``--cpu-math
-reproducible`` (their default is ``native``: they are also for GPUs and larger models, where
-speed matters more than the last bit). All three go through ``apply_cpu_math``.
+On a CPU, torch picks its kernels by the CPU it finds (ATen's vectorised kernels, MKL's matrix
+products, oneDNN), and they add up floats in different orders, so a short, sensitive run such as
+the demo's SFT ends elsewhere on another machine or thread count. ``reproducible_env`` pins all
+three to one instruction-set class (AVX-512 where the CPU has it, else AVX2) and turns on MKL's
+strict conditional numerical reproducibility; with ``REPRODUCIBLE_THREADS`` threads, results then
+depend only on the class and the CPU's vendor, which the report records. The variables are read
+when torch first computes, so ``apply_cpu_math`` sets them before torch is imported: ``rewardsql
+demo`` by default, ``rewardsql sft`` and ``train --engine local`` with ``--cpu-math reproducible``
+(their default is ``native``). What it costs and what it fixes: docs/results.md.
 """
 
 from __future__ import annotations

@@ -36,3 +36,31 @@ def test_plugins_check_accepts_it():
         "clause_overlap",
         True,
     )
+
+
+def test_the_plugins_command_runs_in_rewardsqls_cli():
+    cmd = [sys.executable, "-m", "rewardsql", "example-reward", "overlap",
+           "SELECT name FROM t", "--gold", "SELECT name FROM t WHERE a > 1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"score": 0.5, "missing": 1, "extra": 0}
+    listed = subprocess.run([sys.executable, "-m", "rewardsql", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert "example-reward" in listed.stdout
+
+
+def test_the_manager_takes_its_settings_and_refuses_bad_ones():
+    from rewardsql import RewardRequest
+    from rewardsql.errors import ConfigError
+    from rewardsql_example_reward.manager import ClauseOverlapManager
+
+    request = RewardRequest("SELECT name FROM t", "SELECT name FROM t WHERE a > 1")
+    (result,) = ClauseOverlapManager({"scale": 2.0}).score_batch([request])
+    assert result.score == 1.0 and result.extra == {"missing": 1}
+    (floored,) = ClauseOverlapManager({"floor": 0.6}).score_batch([request])
+    assert floored.score == 0.0
+    with pytest.raises(ConfigError, match="did you mean 'scale'"):
+        ClauseOverlapManager({"scael": 2.0})
+    with pytest.raises(ConfigError) as info:
+        ClauseOverlapManager({"floor": 2})
+    assert info.value.key == "floor"

@@ -9,6 +9,7 @@ from typing import Any
 
 from rewardsql.errors import LaunchError
 from rewardsql.io import atomic_write_text
+from rewardsql.section import OUTCOME_WEIGHT_KEY, PROCESS_WEIGHT_KEY
 from rewardsql.training.launcher.plan import TrainPlan, _select, validate_with_verl
 
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -36,8 +37,7 @@ def summary(plan: TrainPlan) -> str:
         f"estimator:      {plan.estimator.describe()}",
         f"reward manager: {plan.reward_manager.describe()}",
         f"reward fn:      {function}",
-        f"reward weights: process {num('rewardsql.reward_weights.process')}, outcome "
-        f"{num('rewardsql.reward_weights.outcome')}",
+        f"reward weights: process {num(PROCESS_WEIGHT_KEY)}, outcome {num(OUTCOME_WEIGHT_KEY)}",
         f"batch:          {_select(c, 'data.train_batch_size')} prompts x "
         f"{_select(c, 'actor_rollout_ref.rollout.n')} responses, mini-batch "
         f"{_select(c, 'actor_rollout_ref.actor.ppo_mini_batch_size')}, lengths "

@@ -3,8 +3,8 @@
 Order of precedence, lowest first: verl 0.9.1's defaults, the user's YAML (translated), the
 command's options (``--data-path``, ``--algorithm``, ``--core-function``, ``--epochs``,
 ``--output-dir``), then ``KEY=VALUE`` overrides. The estimator is the first of: ``--core-function``,
-the config's ``algorithm.core_function`` (the seed's key), ``--algorithm``, the config's
-``algorithm.adv_estimator``.
+the config's ``algorithm.core_function`` (the original RewardSQL's key), ``--algorithm``, the
+config's ``algorithm.adv_estimator``.
 """
 
 from __future__ import annotations

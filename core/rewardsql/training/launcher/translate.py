@@ -1,10 +1,10 @@
-"""Translating configs written for older verl (and the RewardSQL seed) to verl 0.9.1 keys.
+"""Translating configs written for older verl (and the original RewardSQL) to verl 0.9.1 keys.
 
 Three tables, each the one place for its kind of change (docs/training.md lists them):
 
 - :data:`RENAMED`: a key (and everything under it) moved; the value is kept.
-- :data:`OBSOLETE`: older verl or the seed's fork had the key, 0.9.1 has nothing like it; a
-  warning names it and it is dropped.
+- :data:`OBSOLETE`: older verl or the original RewardSQL's fork had the key, 0.9.1 has nothing
+  like it; a warning names it and it is dropped.
 - :data:`RENAMED_VALUES`: a value that older verl accepted and 0.9.1 spells differently.
 
 Rules match dotted key prefixes; the longest matching rule wins, so ``verifier.reward_coef`` can
@@ -30,8 +30,8 @@ class Renamed:
     old: str
     new: str
     why: str = ""
-    #: True when the old key wins over a value the user also set at the new key (the seed's
-    #: ``algorithm.core_function`` is more specific than ``algorithm.adv_estimator``).
+    #: True when the old key wins over a value the user also set at the new key (the original
+    #: RewardSQL's ``algorithm.core_function`` is more specific than ``algorithm.adv_estimator``).
     overrides_new: bool = False
 
 
@@ -79,7 +79,7 @@ RENAMED: tuple[Renamed, ...] = (
     # Any other verifier.* key is a setting of the in-process SQL verifier (timeout, mode, ...).
     Renamed("verifier", MANAGER_SETTINGS_KEY, "the SQL verifier runs inside the reward manager"),
     Renamed("algorithm.core_function", "algorithm.adv_estimator",
-            "the seed's estimator selection; resolved through rewardsql's registry",
+            "the original RewardSQL's estimator selection; resolved through rewardsql's registry",
             overrides_new=True),
     Renamed("trainer.val_generations_to_log_to_wandb", "trainer.log_val_generations",
             "renamed in verl"),
@@ -95,10 +95,11 @@ LEGACY_SECTIONS: tuple[str, ...] = ("reward_model", "custom_reward_function", "s
 
 OBSOLETE: tuple[Obsolete, ...] = (
     Obsolete("reward_model", "verl 0.9.1's PPO trainer ignores the old reward_model section"),
-    Obsolete("data_logger", "the seed fork's sample logger; use trainer.rollout_data_dir"),
+    Obsolete("data_logger",
+             "the original RewardSQL fork's sample logger; use trainer.rollout_data_dir"),
     Obsolete("verifier.type", "the SQL verifier is the sql_verifier reward manager"),
     Obsolete("verifier.port", "the SQL verifier runs in-process; there is no service to reach"),
-    Obsolete("reward_model.port", "the PRM service of the seed is gone"),
+    Obsolete("reward_model.port", "the original RewardSQL's PRM service is gone"),
     Obsolete("reward_model.enable_EXreward", "the execution reward is set by verifier.reward_coef"),
     Obsolete("reward_model.step_tag_id",
              "token ids are derived from the tokenizer at run time, never hard-coded"),
@@ -122,7 +123,7 @@ OBSOLETE: tuple[Obsolete, ...] = (
 
 RENAMED_VALUES: tuple[RenamedValue, ...] = (
     RenamedValue("reward.reward_manager.name", "custom", "sql_verifier",
-                 "the seed's `custom` manager was its SQL-execution reward"),
+                 "the original RewardSQL's `custom` manager was its SQL-execution reward"),
     RenamedValue("actor_rollout_ref.rollout.load_format", "dummy_dtensor", "dummy",
                  "verl 0.9.1 has one dummy load format"),
     RenamedValue("actor_rollout_ref.rollout.load_format", "dummy_hf", "dummy",

@@ -468,7 +468,7 @@ def _train_step(state: ckpt.TrainerState, *, model: Any, ref_model: Any, tokeniz
     sampled = _sample(state, model=model, tokenizer=tokenizer, prompts=prompts, reward=reward,
                       settings=settings)
     rollout = sampled.rollout
-    # rewardsql.reward_weights.outcome: the verifier's weight (the seed's verifier.reward_coef)
+    # the outcome weight (rewardsql.section; the original RewardSQL's verifier.reward_coef)
     rewards = token_level_rewards(sampled.results, rollout.response_mask) * settings.outcome_weight
 
     old_log_probs = None

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rewardsql.config import ConfigError, check_known_keys, load_config
+from rewardsql.config import (
+    OverrideKind,
+    check_known_keys,
+    get_key,
+    load_config,
+    parse_override,
+    set_key,
+)
+from rewardsql.errors import ConfigError
 
 _REQUIRED = ("model_name_or_path", "train_file", "output_dir")
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -77,13 +84,25 @@ class SFTConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str],
                   overrides: Mapping[str, Any] | Sequence[str] = ()) -> SFTConfig:
-        """Read a JSON/YAML config; ``overrides`` (a mapping or ``KEY=VALUE`` strings) win."""
+        """Read a JSON/YAML config; ``overrides`` win: a mapping of keys, or ``KEY=VALUE``
+        strings in the grammar every command shares (:func:`rewardsql.config.parse_override`:
+        ``lora.r=8`` changes r and keeps the rest of lora, ``~eval_file`` removes a key)."""
         data = load_config(path)
-        for key, value in parse_overrides(overrides, source=path).items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = {**data[key], **value}  # lora.r=8 changes r, keeps the rest
+        if isinstance(overrides, Mapping):
+            data.update(overrides)
+            return cls.from_dict(data, source=path)
+        for text in overrides:
+            override = parse_override(text)
+            if override.kind is OverrideKind.DELETE:
+                parent, _, last = override.key.rpartition(".")
+                node = get_key(data, parent, None) if parent else data
+                if not isinstance(node, dict) or last not in node:
+                    raise ConfigError("cannot delete a key that is not there", key=override.key,
+                                      source=f"command-line override {text!r}")
+                del node[last]
             else:
-                data[key] = value
+                set_key(data, override.key, override.value,
+                        source=f"command-line override {text!r}")
         return cls.from_dict(data, source=path)
 
     @classmethod
@@ -113,33 +132,6 @@ class SFTConfig:
     def replace(self, **changes: Any) -> SFTConfig:
         """A copy with ``changes`` applied and validated like a file's keys."""
         return SFTConfig.from_dict({**self.to_dict(), **changes})
-
-
-def parse_overrides(overrides: Mapping[str, Any] | Sequence[str],
-                    source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """``["lr=1e-5", "lora.r=8"]`` -> ``{"lr": 1e-5, "lora": {"r": 8}}`` (values parsed as JSON)."""
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE", source=source)
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw  # a bare string such as a path
-        if "." in key:
-            head, _, tail = key.partition(".")
-            node = out.setdefault(head, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"cannot set {tail!r} inside a non-mapping", source=source,
-                                  key=key)
-            node[tail] = value
-        else:
-            out[key] = value
-    return out
 
 
 _INT = {"per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -294,4 +286,4 @@ def _looks_like_hub_id(name: str) -> bool:
             and not os.path.isabs(name))
 
 
-__all__ = ["LoraSettings", "SFTConfig", "check_paths", "parse_overrides"]
+__all__ = ["LoraSettings", "SFTConfig", "check_paths"]

@@ -8,7 +8,7 @@ import json
 import pytest
 from _tiny_helpers import PAPER_SFT_CONFIG, TINY_SFT_CONFIG, quick_example, run_cli, tiny_model
 from rewardsql.errors import ConfigError
-from rewardsql.training.sft import SFTConfig, parse_overrides
+from rewardsql.training.sft import SFTConfig
 from rewardsql.training.sft.train import attention_implementation, check_deepspeed, check_device
 
 BASE = {"model_name_or_path": "m", "train_file": "t.jsonl", "output_dir": "o"}
@@ -57,10 +57,16 @@ def test_bad_keys_name_the_file_and_key(tmp_path, data, key, message):
     assert message in str(info.value) and path in str(info.value)
 
 
-def test_override_syntax_errors():
-    with pytest.raises(ConfigError, match="not KEY=VALUE"):
-        parse_overrides(["learning_rate"])
-    assert parse_overrides(["output_dir=runs/x", "seed=3"]) == {"output_dir": "runs/x", "seed": 3}
+def test_overrides_use_the_shared_grammar(tmp_path):
+    path = _write(tmp_path, {**BASE, "eval_file": "dev.jsonl", "lora": {"r": 4}})
+    with pytest.raises(ConfigError, match="not a KEY=VALUE override"):
+        SFTConfig.from_file(path, ["learning_rate"])
+    config = SFTConfig.from_file(path, ["output_dir=runs/x", "+seed=3", "~eval_file",
+                                        "lora.target_modules=[q_proj, v_proj]"])
+    assert (config.output_dir, config.seed, config.eval_file) == ("runs/x", 3, None)
+    assert config.lora.r == 4 and config.lora.target_modules == ("q_proj", "v_proj")
+    with pytest.raises(ConfigError, match="cannot delete a key that is not there"):
+        SFTConfig.from_file(path, ["~warmup_ratio"])
 
 
 def test_dry_run_of_the_tiny_config(tmp_path_factory, tmp_path):

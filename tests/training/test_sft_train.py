@@ -126,3 +126,25 @@ def test_bf16_without_hardware_support_falls_back_with_a_warning(tmp_path_factor
     with pytest.warns(UserWarning, match="bf16 was requested"):
         result = run_sft(config)
     assert result.bf16 is False and result.steps == 1
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_a_config_file_with_learning_rate_1e_5_trains(tmp_path_factory, tmp_path, suffix):
+    """YAML 1.1 reads ``1e-5`` as a string; every rewardsql config reads it as a number."""
+    example = quick_example(tmp_path_factory)
+    lines = [f"model_name_or_path: {tiny_model(tmp_path_factory)}",
+             f"train_file: {example.sft_train}", f"output_dir: {tmp_path / 'out'}",
+             "learning_rate: 1e-5", "max_steps: 2", "per_device_train_batch_size: 4",
+             "max_length: 384", "resume_from_checkpoint: null", "save_steps: 1000"]
+    path = tmp_path / f"sft{suffix}"
+    if suffix == ".yaml":
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        import yaml
+
+        path.write_text(json.dumps(yaml.safe_load("\n".join(lines).replace("1e-5", "1.0e-5"))))
+    assert "1e-5" in path.read_text() or "1e-05" in path.read_text()
+    config = SFTConfig.from_file(path)
+    assert config.learning_rate == 1e-5
+    result = run_sft(config)
+    assert result.steps == 2 and (tmp_path / "out" / "config.json").is_file()

@@ -150,7 +150,7 @@ def test_plugins_check_reports_a_broken_plugin_and_unknown_names(site):
 
 def test_version_help_and_usage_errors(site):
     version = site.run("-m", "rewardsql", "--version")
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     assert (version.returncode, version.stdout.strip()) == (0, f"rewardsql {declared}")
     helptext = site.run("-m", "rewardsql", "--help")
@@ -197,3 +197,78 @@ def test_builtin_commands_are_a_plugin_listed_on_request(site):
     (record,) = json.loads(result.stdout)
     assert record["plugin"] == "rewardsql" and record["status"] == "ok"
     assert {c["name"] for c in record["components"]} >= {"plugins", "train", "sft", "demo"}
+
+
+def test_plugins_check_builds_managers_with_the_settings_of_a_config(tmp_path):
+    """The real SQL plugin's manager, built with a training config's settings."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("rewardsql_sql_reward")
+
+    def check(settings: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / "grpo.yaml"
+        config.write_text("rewardsql:\n  reward_manager:\n" + settings)
+        return subprocess.run([sys.executable, "-m", "rewardsql", "plugins", "check",
+                               "sql_verifier", "--config", str(config)],
+                              capture_output=True, text=True, timeout=120)
+
+    good = check("    timeout: 5\n    db_root: /data/where/training/reads\n    workers: 1\n")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "ok   reward_manager sql_verifier" in good.stdout
+    bad = check("    timeout: -1\n")
+    assert bad.returncode == 1
+    assert "rejects its settings" in bad.stdout and "'timeout'" in bad.stdout
+    typo = check("    timout: 5\n")
+    assert typo.returncode == 1 and "did you mean 'timeout'" in typo.stdout
+
+
+def test_plugins_list_json_shows_a_managers_settings():
+    import subprocess
+    import sys
+
+    pytest.importorskip("rewardsql_sql_reward")
+    result = subprocess.run([sys.executable, "-m", "rewardsql", "plugins", "list", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    records = {r["plugin"]: r for r in json.loads(result.stdout)}
+    manager = next(c for c in records["rewardsql-sql-reward"]["components"]
+                   if c["name"] == "sql_verifier")
+    settings = {s["name"]: s for s in manager["settings"]}
+    assert settings["timeout"]["default"] == 30.0 and settings["timeout"]["doc"]
+    assert set(settings) >= {"db_root", "mode", "timeout", "workers", "placement"}
+
+
+def test_a_plugin_adds_a_command_to_another_plugins_group(fake_site):
+    fake_site.add("group-owner", "fake_group_owner", """
+        import rewardsql, typer
+
+        app = typer.Typer(help="Tools.")
+
+        @app.command("first")
+        def first():
+            print("first ran")
+
+        @rewardsql.hookimpl
+        def rewardsql_commands(register):
+            register("tools", app)
+    """)
+    fake_site.add("group-joiner", "fake_group_joiner", """
+        import rewardsql
+
+        def second(times: int = 1):
+            "The second tool."
+            print("second ran " * times)
+
+        def third():
+            print("third ran")
+
+        @rewardsql.hookimpl
+        def rewardsql_commands(register):
+            register("tools second", second)
+            register("extras third", third)
+    """)
+    env = {"REWARDSQL_PLUGINS": "group-owner,group-joiner"}
+    assert "first ran" in fake_site.run("-m", "rewardsql", "tools", "first", **env).stdout
+    second = fake_site.run("-m", "rewardsql", "tools", "second", "--times", "2", **env)
+    assert second.returncode == 0 and "second ran second ran" in second.stdout, second.stderr
+    assert "third ran" in fake_site.run("-m", "rewardsql", "extras", "third", **env).stdout

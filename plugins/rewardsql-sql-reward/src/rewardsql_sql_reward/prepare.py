@@ -21,6 +21,7 @@ from rewardsql.errors import ConfigError
 from rewardsql.io import atomic_write
 
 from rewardsql_sql_reward.prompts import build_messages, schema_ddl
+from rewardsql_sql_reward.verifier import is_plain_db_id
 
 FORMATS = ("spider", "bird")
 #: The gold SQL's key in each format.
@@ -233,9 +234,11 @@ def prepare(
 
 def _schema_or_none(db_root: Path, db_id: str, known: set[str] | None,
                     sample_values: int) -> str | None:
-    path = database_path(db_root, db_id)
     if known is not None and db_id not in known:
         return None  # not described by tables.json: reported with the missing ones
+    if not is_plain_db_id(db_id):
+        return None  # '../x' or '/elsewhere/x' would leave db_root: reported as missing
+    path = database_path(db_root, db_id)
     if not path.is_file():
         return None
     return schema_ddl(path, sample_values=sample_values)

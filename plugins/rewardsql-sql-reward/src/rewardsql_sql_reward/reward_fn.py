@@ -19,7 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardsql_sql_reward.extract import extract_sql
-from rewardsql_sql_reward.verifier import resolve_db_path, shared_verifier
+from rewardsql_sql_reward.verifier import (
+    DatabaseLookupError,
+    Verdict,
+    resolve_db_path,
+    shared_verifier,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +78,13 @@ def compute_score(
     and is logged; the ``sql_verifier`` manager is the component that stops training on them.
     """
     del data_source, kwargs  # part of verl's signature; not needed here
-    path = database_path(extra_info)
-    verdict = shared_verifier().compare(path, extract_sql(solution_str), gold_sql(ground_truth),
-                                        mode=mode, timeout=timeout)
+    try:
+        path = database_path(extra_info)
+    except DatabaseLookupError as exc:  # an id outside the root is the data's fault, not ours
+        verdict = Verdict(False, "infra_error", str(exc))
+    else:
+        verdict = shared_verifier().compare(path, extract_sql(solution_str),
+                                            gold_sql(ground_truth), mode=mode, timeout=timeout)
     if verdict.status == "infra_error" and verdict.error not in _warned and len(_warned) < 100:
         _warned.add(verdict.error or "")
         logger.warning("sql_execution: infra error, scored 0: %s", verdict.error)

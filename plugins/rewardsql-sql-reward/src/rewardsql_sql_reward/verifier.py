@@ -61,16 +61,41 @@ class Verdict:
     seconds: float = 0.0
 
 
+class DatabaseLookupError(LookupError, ValueError):
+    """A ``db_id`` that names no database under the root: unknown, or not a plain name.
+
+    A ``ValueError`` too, so callers that report bad sample fields as ``ValueError`` (the
+    ``sql_verifier`` manager) turn it into an ``infra_error`` like the others.
+    """
+
+
+def is_plain_db_id(db_id: object) -> bool:
+    """True for a name that stays inside a database root when joined to it: non-empty, not
+    ``.``/``..``, and without path separators or NUL. A ``db_id`` comes from data files a user
+    may have downloaded, so ``/elsewhere/x`` or ``../x`` must not reach the file system."""
+    if not isinstance(db_id, str) or db_id in ("", ".", ".."):
+        return False
+    return not any(c in db_id for c in ("/", "\\", "\0", os.sep, os.altsep or "/"))
+
+
 def resolve_db_path(db_root: DbRoot, db_id: DatabaseRef) -> Path:
-    """The database file for ``db_id``; raises ``LookupError`` naming what is missing."""
+    """The database file for ``db_id``; raises :class:`DatabaseLookupError` naming the id.
+
+    With a directory root only plain names (:func:`is_plain_db_id`) are accepted; with a
+    mapping only its keys, which give exactly the mapped paths. A ``pathlib.Path`` is the
+    caller's own explicit choice and is used as given.
+    """
     if isinstance(db_id, os.PathLike):
         return Path(db_id)
     if db_root is None:
-        raise LookupError(f"no db_root given to find database {db_id!r}")
+        raise DatabaseLookupError(f"no db_root given to find database {db_id!r}")
     if isinstance(db_root, Mapping):
-        if db_id not in db_root:
-            raise LookupError(f"database {db_id!r} is not in the db_root mapping")
+        if not isinstance(db_id, str) or db_id not in db_root:
+            raise DatabaseLookupError(f"database {db_id!r} is not in the db_root mapping")
         return Path(db_root[db_id])
+    if not is_plain_db_id(db_id):
+        raise DatabaseLookupError(f"database id {db_id!r} is not a plain name (no path "
+                                  "separators, '..', absolute paths or NUL): refused")
     return Path(db_root) / db_id / f"{db_id}.sqlite"
 
 

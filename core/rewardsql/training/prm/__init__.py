@@ -1,0 +1,21 @@
+"""The process reward model (PRM): step-tagged text, "+"/"-" candidates, any tokenizer.
+
+:mod:`~rewardsql.training.prm.encode` builds token ids segment by segment,
+:class:`~rewardsql.training.prm.scorer.PRMScorer` scores candidates' steps in batches, and
+:mod:`~rewardsql.training.prm.trainer` trains a PRM (``rewardsql rm train``). Nothing here
+imports torch or transformers until it is used.
+"""
+
+from rewardsql.training.prm.encode import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_TAG,
+    Encoded,
+    TagTokens,
+    encode,
+    split_tagged,
+    tag_tokens,
+)
+from rewardsql.training.prm.scorer import AGGREGATIONS, PRM_CONFIG_FILE, PRMScorer, aggregate
+
+__all__ = ["AGGREGATIONS", "DEFAULT_CANDIDATES", "DEFAULT_TAG", "PRM_CONFIG_FILE", "Encoded",
+           "PRMScorer", "TagTokens", "aggregate", "encode", "split_tagged", "tag_tokens"]

@@ -1,0 +1,188 @@
+"""``PRMScorer``: step scores of many candidates from a process reward model, in padded batches.
+
+A step's score is the softmax over the two candidate logits ("+", "-") at its tag, probability of
+"+" (spec/cocte.md). The model is loaded once; candidates are sorted by length and scored in
+right-padded batches (a causal LM's logits at a real position do not depend on the padding after
+it), on the CPU or a GPU. Only the hidden states at tag positions go through the LM head, so a
+long batch never materialises vocabulary-sized logits for every token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rewardsql.errors import ConfigError
+from rewardsql.training.prm.encode import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_TAG,
+    Encoded,
+    TagTokens,
+    encode,
+    split_tagged,
+    tag_tokens,
+)
+
+#: The file beside a trained PRM that says how to score with it (written by ``rm train``).
+PRM_CONFIG_FILE = "prm_config.json"
+#: Ways to turn a candidate's step scores into one number for best-of-N.
+AGGREGATIONS = ("min", "product", "last_step", "average")
+
+
+def aggregate(scores: Sequence[float], how: str = "min") -> float:
+    """One candidate score from its step scores; a candidate without steps scores 0."""
+    if how not in AGGREGATIONS:
+        raise ConfigError(f"unknown aggregation {how!r}; choose one of {', '.join(AGGREGATIONS)}",
+                          key="aggregation")
+    if not scores:
+        return 0.0
+    if how == "min":
+        return float(min(scores))
+    if how == "product":
+        return float(math.prod(scores))
+    if how == "last_step":
+        return float(scores[-1])
+    return float(sum(scores) / len(scores))
+
+
+def read_prm_config(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``prm_config.json`` of a trained PRM, or {} for a directory without one."""
+    path = Path(model_dir) / PRM_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"unreadable PRM config: {exc}", source=path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a JSON object", source=path)
+    return data
+
+
+def candidate_logits(model: Any, input_ids: Any, attention_mask: Any, rows: Any, cols: Any,
+                     ids: Sequence[int]) -> Any:
+    """Logits of the token ``ids`` at positions ``(rows[i], cols[i])`` of a padded batch.
+
+    Runs the base model and applies the LM head to the selected hidden states only. Models the
+    shortcut does not fit (a PEFT wrapper, logit soft-capping) take the full forward pass.
+    """
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    plain = (base is not None and base is not model and head is not None
+             and not getattr(model.config, "final_logit_softcapping", None))
+    if plain:
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return head(hidden[rows, cols])[:, list(ids)]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits[rows, cols][:, list(ids)]
+
+
+def step_probabilities(model: Any, encoded: Sequence[Encoded], tokens: TagTokens, *,
+                       batch_size: int = 16, pad_id: int = 0) -> list[list[float]]:
+    """P(good) at every tag of every encoded input, scored in length-sorted padded batches."""
+    import torch
+
+    device = next(model.parameters()).device
+    out: list[list[float]] = [[] for _ in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+    order = [i for i in order if encoded[i].tag_positions]
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            width = max(len(encoded[i].input_ids) for i in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            rows, cols = [], []
+            for r, i in enumerate(chunk):
+                item = encoded[i]
+                ids[r, :len(item.input_ids)] = torch.tensor(item.input_ids)
+                mask[r, :len(item.input_ids)] = 1
+                rows += [r] * len(item.tag_positions)
+                cols += item.tag_positions
+            logits = candidate_logits(model, ids.to(device), mask.to(device),
+                                      torch.tensor(rows, device=device),
+                                      torch.tensor(cols, device=device),
+                                      (tokens.good_id, tokens.bad_id))
+            probs = torch.softmax(logits.float(), dim=-1)[:, 0].tolist()
+            at = 0
+            for i in chunk:
+                n = len(encoded[i].tag_positions)
+                out[i] = probs[at:at + n]
+                at += n
+    return out
+
+
+class PRMScorer:
+    """Score candidates' steps with a PRM: load once, then :meth:`score_steps`/:meth:`score_many`.
+
+    Args:
+        model: a model directory (Hugging Face format; its ``prm_config.json``, when present,
+            gives the tag and candidates), or a loaded causal LM (then pass ``tokenizer``).
+        tokenizer: the tokenizer of a loaded model; read from ``model`` when it is a directory.
+        tag, candidates: override the step tag and the ("+", "-") candidates.
+        device: "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N".
+        batch_size: candidates per forward pass.
+        max_length: longest input in tokens; trailing steps that do not fit are not scored.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, tag: str | None = None,
+                 candidates: Sequence[str] | None = None, device: str = "auto",
+                 batch_size: int = 16, max_length: int | None = None) -> None:
+        import torch
+
+        settings: dict[str, Any] = {}
+        if isinstance(model, (str, os.PathLike)):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = Path(model)
+            if not (path / "config.json").is_file():
+                raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)",
+                                  key="prm")
+            settings = read_prm_config(path)
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            dtype = "auto" if device.startswith("cuda") else torch.float32
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        elif tokenizer is None:
+            raise ConfigError("a loaded PRM needs its tokenizer", key="tokenizer")
+        elif device != "auto":
+            model = model.to(device)
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tag = tag or settings.get("step_tag", DEFAULT_TAG)
+        self.candidates = tuple(candidates or settings.get("candidate_tokens",
+                                                           DEFAULT_CANDIDATES))
+        self.tokens = tag_tokens(tokenizer, self.tag, self.candidates)
+        self.settings = settings
+        self.batch_size = batch_size
+        self.max_length = max_length or settings.get("max_length")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def encode(self, prompt: str, steps: Sequence[str]) -> Encoded:
+        """The model input of one candidate (see :func:`rewardsql.training.prm.encode.encode`)."""
+        return encode(self.tokenizer, prompt, steps, self.tokens.tag_id,
+                      max_length=self.max_length)
+
+    def score_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """Step scores of many ``(prompt, steps)`` candidates, in padded batches."""
+        encoded = [self.encode(prompt, steps) for prompt, steps in items]
+        return step_probabilities(self.model, encoded, self.tokens, batch_size=self.batch_size,
+                                  pad_id=self.pad_id)
+
+    def score_steps(self, prompt: str, steps: Sequence[str]) -> list[float]:
+        """P("+") at each step's tag: one score per step (fewer if ``max_length`` cut steps)."""
+        return self.score_many([(prompt, steps)])[0]
+
+    def score_text(self, prompt: str, text: str) -> list[float]:
+        """Step scores of step-tagged text (split at the tag; no tag: one step)."""
+        return self.score_steps(prompt, split_tagged(text, self.tag))
+
+
+__all__ = ["AGGREGATIONS", "PRM_CONFIG_FILE", "PRMScorer", "aggregate", "candidate_logits",
+           "read_prm_config", "step_probabilities"]

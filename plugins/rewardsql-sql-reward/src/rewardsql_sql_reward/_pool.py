@@ -42,6 +42,8 @@ PIPELINE = 8
 STALL_S = 0.1
 #: Time a new worker may take to start.
 BOOT_TIMEOUT_S = 60.0
+#: The error of a task still unfinished when its call's ``deadline`` passed (status timeout).
+DEADLINE_ERROR = "unfinished at the batch deadline"
 
 _WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
 #: Ids of tasks sent to workers, unique in the process, so a skip notice names exactly one.
@@ -259,7 +261,7 @@ class WorkerPool:
 
     # -- running -----------------------------------------------------------------------------------
 
-    def run(self, tasks: Sequence[Task]) -> list[Outcome]:
+    def run(self, tasks: Sequence[Task], *, deadline: float | None = None) -> list[Outcome]:
         """Run every task in parallel over the workers this call gets; results in input order.
 
         Each worker has at most :data:`PIPELINE` tasks in flight (one running, the rest waiting
@@ -268,10 +270,13 @@ class WorkerPool:
         sent to another worker and the first answer wins, so no task waits for another's
         runaway query. Workers that outlive a deadline are killed; their successors boot
         while the other workers keep going.
+
+        ``deadline`` (a ``time.monotonic()`` time): every task unfinished then is a ``timeout``
+        (error :data:`DEADLINE_ERROR`) and the call returns; workers still busy are replaced.
         """
         if not tasks:
             return []
-        run = _Run(self, tasks, self._checkout(len(tasks)))
+        run = _Run(self, tasks, self._checkout(len(tasks)), deadline)
         with self._cond:
             self.runs += 1
             self.tasks_run += len(tasks)
@@ -314,8 +319,10 @@ class _Run:
     a task is never in flight more than twice.
     """
 
-    def __init__(self, pool: WorkerPool, tasks: Sequence[Task], workers: list[_Worker]) -> None:
+    def __init__(self, pool: WorkerPool, tasks: Sequence[Task], workers: list[_Worker],
+                 deadline: float | None = None) -> None:
         self.pool = pool
+        self.call_deadline = deadline
         self.tasks = tasks
         self.taken = len(workers)
         self.results: list[Outcome | None] = [None] * len(tasks)
@@ -475,6 +482,8 @@ class _Run:
 
     def _next_event(self) -> float:
         times = [f.deadline for f in self.flights.values()]
+        if self.call_deadline is not None:
+            times.append(self.call_deadline)
         times += [f.started + STALL_S for f in self.flights.values()
                   if not f.stolen and len(f.indices) > 1]
         if self.booting:
@@ -522,6 +531,10 @@ class _Run:
 
     def _check_clocks(self) -> None:
         now = time.monotonic()
+        if self.call_deadline is not None and now >= self.call_deadline:
+            for index in range(len(self.tasks)):  # the loop ends; busy workers are replaced
+                self.finish(index, Outcome("timeout", error=DEADLINE_ERROR))
+            return
         for flight in list(self.flights.values()):
             if now >= flight.deadline:  # the last resort: SQLite did not stop it in time
                 self.pool.kills += 1

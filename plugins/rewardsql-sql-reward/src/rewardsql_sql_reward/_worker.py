@@ -50,6 +50,27 @@ _DENIED_FUNCTIONS = frozenset(
 )
 
 
+#: SQLite primary result codes that mean the database file is unusable, whatever the query:
+#: SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB.
+_FILE_ERROR_CODES = frozenset({10, 11, 14, 26})
+
+
+def _file_problem(exc: sqlite3.Error | sqlite3.Warning) -> bool:
+    """True when ``exc`` says the database file is broken or gone (an infrastructure problem
+    to report as such, not a wrong query to score 0)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _FILE_ERROR_CODES
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file now at ``path`` (device, inode); None when there is none."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None,
                _source: str | None) -> int:
     if action in _ALLOWED_ACTIONS:
@@ -108,6 +129,9 @@ class Executor:
     def __init__(self, settings: dict) -> None:
         self.settings = settings
         self.connections: OrderedDict[str, sqlite3.Connection] = OrderedDict()
+        #: The file each connection opened: a path replaced or deleted since must not be read
+        #: through the old, still open inode.
+        self.identities: dict[str, tuple[int, int] | None] = {}
         self.deadline = math.inf
         self.timed_out = False
 
@@ -120,8 +144,10 @@ class Executor:
     def _open(self, path: str) -> sqlite3.Connection:
         conn = self.connections.get(path)
         if conn is not None:
-            self.connections.move_to_end(path)
-            return conn
+            if _identity(path) == self.identities.get(path):
+                self.connections.move_to_end(path)
+                return conn
+            self.forget(path)
         if not os.path.isfile(path):
             raise _Unusable(f"database not found: {path}")
         uri = Path(path).as_uri() + "?mode=ro"
@@ -144,10 +170,18 @@ class Executor:
         conn.set_authorizer(_authorize)
         conn.set_progress_handler(self._progress, PROGRESS_OPS)
         self.connections[path] = conn
+        self.identities[path] = _identity(path)
         while len(self.connections) > self.settings["max_connections"]:
-            _, old = self.connections.popitem(last=False)
-            old.close()
+            self.forget(next(iter(self.connections)))
         return conn
+
+    def forget(self, path: str) -> None:
+        """Close and drop the connection to ``path``."""
+        conn = self.connections.pop(path, None)
+        self.identities.pop(path, None)
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def run(self, task: tuple) -> tuple:
         op, path, sql, timeout, max_rows, kind = task
@@ -182,6 +216,8 @@ class Executor:
             payload = None
             if self.timed_out:
                 status, error = "timeout", f"timed out after {timeout:g} s"
+            elif _file_problem(exc):
+                status, error = "infra_error", f"cannot read database {path}: {message}"
             elif "too big" in message or "too large" in message.lower():
                 status, error = "too_large", message
             elif "one statement at a time" in message:
@@ -194,6 +230,8 @@ class Executor:
             self.deadline = math.inf
             if cursor is not None:
                 cursor.close()  # release the statement and its read lock
+        if status == "infra_error":
+            self.forget(path)  # a later task reopens it, and sees whether it was fixed
         return (status, payload, error, time.perf_counter() - start, rows)
 
     def _chunks(self, cursor: sqlite3.Cursor, max_rows: int):

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from rewardsql_sql_reward._pool import Outcome, Task, WorkerPool, default_workers
+from rewardsql_sql_reward._pool import DEADLINE_ERROR, Outcome, Task, WorkerPool, default_workers
 from rewardsql_sql_reward._sqltext import has_top_level_order_by
+from rewardsql_sql_reward.budget import Budget, run_budgeted
 
 #: Every status a verdict can have. ``execute`` never returns ``wrong``.
 STATUSES: tuple[str, ...] = ("ok", "wrong", "error", "timeout", "too_large", "infra_error")
@@ -260,10 +261,14 @@ class SQLVerifier:
         return self.verify_batch([(db_id, pred, gold)], mode=mode, timeout=timeout)[0]
 
     def verify_batch(self, items: Iterable[tuple[DatabaseRef, str, str]], *,
-                     mode: str | None = None, timeout: float | None = None) -> list[Verdict]:
+                     mode: str | None = None, timeout: float | None = None,
+                     budget: Budget | None = None) -> list[Verdict]:
         """Compare ``(db_id, pred, gold)`` triples in parallel; verdicts in input order.
 
         Each distinct query of the batch runs once; gold outcomes are cached across calls.
+        ``budget`` (training): each prediction may run for a multiple of its gold query's
+        time and the call ends by a deadline (:mod:`~rewardsql_sql_reward.budget`); None: every
+        query gets the full ``timeout`` (the official evaluation rule).
         """
         items = list(items)
         mode = _check_mode(mode or self.mode)
@@ -299,7 +304,16 @@ class SQLVerifier:
                 task_for(pred_key)
             plans.append((i, pred_key, gold_key))
 
-        outcomes = self._pool.run(task_list)
+        if budget is None:
+            outcomes = self._pool.run(task_list)
+        else:
+            golds = {gold_key for _, _, gold_key in plans}
+            golds_of: dict[int, list[int | Outcome]] = {}
+            for _, pred_key, gold_key in plans:
+                if pred_key in tasks and pred_key not in golds:  # a query that is a gold: full time
+                    golds_of.setdefault(tasks[pred_key], []).append(
+                        cached[gold_key] if gold_key in cached else tasks[gold_key])
+            outcomes = run_budgeted(self._pool.run, task_list, golds_of, budget, timeout)
         fresh: set[tuple[str, str, str]] = set()
         for key, index in tasks.items():
             outcome = outcomes[index]
@@ -352,6 +366,8 @@ class SQLVerifier:
 def _verdict(pred: Outcome, gold: Outcome, seconds: float) -> Verdict:
     if pred.status != "ok":
         return Verdict(False, pred.status, pred.error, seconds)
+    if gold.status == "timeout" and gold.error == DEADLINE_ERROR:  # the batch's time, not gold's
+        return Verdict(False, "timeout", f"gold SQL {DEADLINE_ERROR}", seconds)
     if gold.status != "ok":
         return Verdict(False, "infra_error", f"gold SQL failed ({gold.status}): {gold.error}",
                        seconds)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rewardsql.errors import LaunchError
 from rewardsql.io import atomic_directory, atomic_write_json, atomic_write_text
 
 LATEST = "latest_checkpointed_iteration.txt"
@@ -115,10 +116,43 @@ def load_state(path: Path) -> TrainerState:
     return TrainerState(**data)
 
 
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling numpy's legacy RNG state (a uint32 array) needs, and nothing more: the
+    array reconstructor (``numpy._core`` or ``numpy.core`` by version), the array and dtype
+    classes, and the uint32 dtype's class."""
+    reconstruct = np.zeros(1, dtype=np.uint32).__reduce__()[0]
+    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def safe_load(file: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only (plus the
+    numpy types of :func:`_numpy_array_globals`). A checkpoint directory may come from
+    elsewhere; a full unpickle of it could run any code, so anything else is refused with a
+    :class:`LaunchError` naming the file."""
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, zip errors: all the file's fault
+        raise LaunchError(f"cannot load checkpoint file {file} safely (only tensors and plain "
+                          f"state are loaded): {_load_failure(exc)}") from None
+
+
+def _load_failure(exc: Exception) -> str:
+    """The cause in torch's message, which is mostly paragraphs of advice."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it refers to the Python object {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if found:
+        return found.group(1).strip()[:200]
+    return " ".join(text.split())[:200]
+
+
 def load_training_state(path: Path, *, optimizer: torch.optim.Optimizer, scheduler: Any,
                         engine_rng: np.random.Generator) -> TrainerState:
     """Restore optimizer, scheduler and RNG states from ``path``; return its trainer state."""
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    restore_rng(torch.load(path / "rng.pt", weights_only=False), engine_rng)
+    optimizer.load_state_dict(safe_load(path / "optimizer.pt"))
+    scheduler.load_state_dict(safe_load(path / "scheduler.pt"))
+    restore_rng(safe_load(path / "rng.pt"), engine_rng)
     return load_state(path)

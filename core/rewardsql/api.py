@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 from rewardsql.components import ComponentKind
 from rewardsql.registry import (
     LOCAL_PLUGIN,
-    PluginRecord,
     get_plugin_manager,
     make_component,
     notify_change,
+    record_for_module,
 )
 
 T = TypeVar("T")
@@ -37,10 +37,16 @@ def _register_local(
 ) -> Callable[[T], T]:
     def decorator(obj: T) -> T:
         manager = get_plugin_manager()
-        record = manager.records.setdefault(LOCAL_PLUGIN, PluginRecord(LOCAL_PLUGIN, ""))
+        # inside an installed package: that package's plugin; in a script: "<local>"
+        record = record_for_module(manager, getattr(obj, "__module__", None))
         doc = summary or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
-        component = make_component(kind, name, obj, aliases, doc, record)
-        manager.add_component(component, record)
+        try:
+            component = make_component(kind, name, obj, aliases, doc, record)
+            manager.add_component(component, record)
+        except Exception as exc:
+            if record.name != LOCAL_PLUGIN:  # the package is broken: none of it is used
+                manager.fail(record, f"{kind.label} {name!r}: {type(exc).__name__}: {exc}")
+            raise
         notify_change()  # e.g. the verl bridge, when verl is up, registers it there now too
         return obj
 
@@ -50,14 +56,16 @@ def _register_local(
 def register_reward_function(
     name: str, *, aliases: Iterable[str] = (), summary: str = ""
 ) -> Callable[[T], T]:
-    """Decorator: register a reward function from a script (verl's ``compute_score`` signature)."""
+    """Decorator: register a reward function: verl's ``compute_score`` signature, or any
+    parameters bound by name (see :mod:`rewardsql.signatures`)."""
     return _register_local(ComponentKind.REWARD_FUNCTION, name, aliases, summary)
 
 
 def register_reward_manager(
     name: str, *, aliases: Iterable[str] = (), summary: str = ""
 ) -> Callable[[T], T]:
-    """Decorator: register a :class:`rewardsql.RewardManager` subclass from a script."""
+    """Decorator: register a :class:`rewardsql.RewardManager` subclass, or a class of verl's
+    legacy manager shape (adapted, see :mod:`rewardsql.legacy`)."""
     return _register_local(ComponentKind.REWARD_MANAGER, name, aliases, summary)
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -27,6 +28,7 @@ import pluggy
 from rewardsql.components import HOOK_OF_KIND, Component, ComponentKind, PluginRecord
 from rewardsql.errors import ComponentConflictError, UnknownComponentError
 from rewardsql.hookspec import PROJECT_NAME, RewardSQLSpecs
+from rewardsql.legacy import is_legacy_manager, legacy_manager_class
 from rewardsql.rewards import RewardManager
 
 logger = logging.getLogger(__name__)
@@ -130,6 +132,10 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         The local pseudo-plugin may replace its own components (re-running a notebook cell).
         """
         with self._index_lock:
+            if record.error and _droppable(record):  # a failed plugin: listed, never used
+                record.components = [c for c in record.components if not (
+                    c.kind == component.kind and c.name == component.name)] + [component]
+                return
             index = self._index[component.kind]
             clashes = [
                 index[name]
@@ -163,10 +169,21 @@ class RewardSQLPluginManager(pluggy.PluginManager):
             ] + [component]
 
     def _fail(self, record: PluginRecord, message: str) -> None:
+        """Mark the plugin ``error`` and stop using every component it registered: a plugin
+        that failed in part may be missing what its working parts rely on."""
         if record.error and message in record.error:
             return
         record.error = f"{record.error}; {message}" if record.error else message
         logger.warning("rewardsql plugin %r: %s", record.name, message)
+        if _droppable(record):
+            with self._index_lock:
+                for index in self._index.values():
+                    for name in [n for n, c in index.items() if c.plugin == record.name]:
+                        del index[name]
+
+    def fail(self, record: PluginRecord, message: str) -> None:
+        """Record that ``record``'s plugin failed (e.g. a decorator in its package raised)."""
+        self._fail(record, message)
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -212,6 +229,46 @@ class RewardSQLPluginManager(pluggy.PluginManager):
         )
 
 
+def _droppable(record: PluginRecord) -> bool:
+    """Whether a failure takes the plugin's components out of use: not for scripts (the
+    decorator raises there) nor for rewardsql's own commands."""
+    return record.name != LOCAL_PLUGIN and _normalize(record.name) != BUILTIN_DISTRIBUTION
+
+
+def record_for_module(manager: RewardSQLPluginManager, module: str | None) -> PluginRecord:
+    """The record of the installed distribution that provides ``module`` (by its top-level
+    package), else the ``<local>`` pseudo-plugin: a decorator used inside an installed plugin
+    package files its component under that package."""
+    dist = _distribution_of(module)
+    if dist is None:
+        return manager.records.setdefault(LOCAL_PLUGIN, PluginRecord(LOCAL_PLUGIN, ""))
+    name, version = dist
+    for record in manager.records.values():
+        if _normalize(record.name) == _normalize(name):
+            return record
+    return manager.records.setdefault(name, PluginRecord(name, version))
+
+
+_dists_cache: dict[tuple[str, ...], Mapping[str, list[str]]] = {}
+
+
+def _distribution_of(module: str | None) -> tuple[str, str] | None:
+    """``(name, version)`` of the distribution that installs ``module``'s top-level package."""
+    if not module or module == "__main__":
+        return None
+    key = tuple(sys.path)
+    if key not in _dists_cache:  # scanning every distribution is slow: once per sys.path
+        _dists_cache.clear()
+        _dists_cache[key] = metadata.packages_distributions()
+    names = _dists_cache[key].get(module.split(".")[0]) or []
+    if not names:
+        return None
+    try:
+        return names[0], metadata.version(names[0])
+    except metadata.PackageNotFoundError:
+        return names[0], ""
+
+
 def make_component(
     kind: ComponentKind,
     name: str,
@@ -232,9 +289,13 @@ def make_component(
             raise ValueError(f"{kind.label} name {label!r}: a command is one word, or a group "
                              "and a word (\"rm label\"); other names have no spaces")
     if kind is ComponentKind.REWARD_MANAGER:
+        if is_legacy_manager(obj):  # verl's legacy shape, as the original RewardSQL README
+            obj = legacy_manager_class(obj)
         if not (isinstance(obj, type) and issubclass(obj, RewardManager)):
             raise TypeError(
-                f"reward manager {name!r} must be a subclass of rewardsql.RewardManager"
+                f"reward manager {name!r} must be a subclass of rewardsql.RewardManager, or a "
+                "class of verl's legacy shape (__init__(self, tokenizer, num_examine, ...), "
+                "__call__(self, data))"
             )
     elif kind is ComponentKind.COMMAND:
         if not (callable(obj) or _is_typer(obj)):

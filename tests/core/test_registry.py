@@ -11,15 +11,14 @@ from rewardsql import ComponentConflictError, ComponentKind, UnknownComponentErr
 
 
 @pytest.fixture
-def three(fake_site, monkeypatch):
+def two(fake_site, monkeypatch):
     fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN, version="1.2.3")
     fake_site.add("broken-plugin", "fake_broken", BROKEN_PLUGIN)
-    fake_site.add("zz-conflict-plugin", "fake_conflict", CONFLICT_PLUGIN, version="0.1")
-    monkeypatch.setenv("REWARDSQL_PLUGINS", "good-plugin,broken-plugin,zz-conflict-plugin")
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "good-plugin,broken-plugin")
     return fake_site
 
 
-def test_good_plugin_components_are_found_by_name_and_alias(three):
+def test_good_plugin_components_are_found_by_name_and_alias(two):
     fn = rewardsql.get_reward_function("em")
     assert fn is rewardsql.get_plugin_manager().get(ComponentKind.REWARD_FUNCTION, "em").obj
     assert fn("src", "SELECT 1", "SELECT 1") == {"score": 1.0}
@@ -28,7 +27,7 @@ def test_good_plugin_components_are_found_by_name_and_alias(three):
     assert rewardsql.get_reward_manager("length_manager").__name__ == "LengthManager"
 
 
-def test_broken_plugin_is_recorded_and_others_still_load(three, caplog):
+def test_broken_plugin_is_recorded_and_others_still_load(two, caplog):
     with caplog.at_level(logging.WARNING, logger="rewardsql"):
         records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
     assert records["broken-plugin"].status == "error"
@@ -41,7 +40,9 @@ def test_broken_plugin_is_recorded_and_others_still_load(three, caplog):
     assert len([r for r in caplog.records if "broken-plugin" in r.getMessage()]) == 1
 
 
-def test_name_conflict_names_both_distributions(three):
+def test_name_conflict_names_both_distributions(two, monkeypatch):
+    two.add("zz-conflict-plugin", "fake_conflict", CONFLICT_PLUGIN, version="0.1")
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "good-plugin,broken-plugin,zz-conflict-plugin")
     with pytest.raises(ComponentConflictError) as err:
         rewardsql.get_reward_function("exact_match")
     assert "'good-plugin'" in str(err.value) and "'zz-conflict-plugin'" in str(err.value)
@@ -49,12 +50,15 @@ def test_name_conflict_names_both_distributions(three):
     for name in ("good-plugin", "zz-conflict-plugin"):  # both sides are marked
         assert records[name].status == "error"
         assert str(err.value) in records[name].error
-    # the rest of both plugins is still usable
-    assert rewardsql.get_reward_function("always_one")("s", "x", "y") == 1.0
-    assert rewardsql.get_reward_function("em")("s", "x", "x") == {"score": 1.0}
+    # a plugin in error is not used at all: none of either plugin's other components
+    for name in ("always_one", "em"):
+        with pytest.raises(UnknownComponentError, match="plugins with errors"):
+            rewardsql.get_reward_function(name)
+    assert {c.name for c in records["zz-conflict-plugin"].components} == {
+        "exact_match", "always_one"}  # still listed
 
 
-def test_unknown_name_lists_what_is_available(three):
+def test_unknown_name_lists_what_is_available(two):
     with pytest.raises(UnknownComponentError) as err:
         rewardsql.get_advantage_estimator("double_adw")
     message = str(err.value)
@@ -63,7 +67,7 @@ def test_unknown_name_lists_what_is_available(three):
     assert "compute_double_advantage, double_adv" in message
 
 
-def test_loading_is_lazy_cached_and_resettable(three, monkeypatch):
+def test_loading_is_lazy_cached_and_resettable(two, monkeypatch):
     import sys
 
     assert "fake_good" not in sys.modules  # nothing loads before the first lookup
@@ -82,7 +86,7 @@ def test_loading_is_lazy_cached_and_resettable(three, monkeypatch):
         ("good-plugin, broken-plugin", ["broken-plugin", "good-plugin"]),
     ],
 )
-def test_selection_by_environment(three, monkeypatch, selection, expected):
+def test_selection_by_environment(two, monkeypatch, selection, expected):
     monkeypatch.setenv("REWARDSQL_PLUGINS", selection)
     rewardsql.reset_plugin_manager()
     assert [r.name for r in rewardsql.get_plugin_manager().plugin_records()] == expected
@@ -242,7 +246,9 @@ def test_one_module_named_by_two_entry_points(fake_site, monkeypatch):
     monkeypatch.setenv("REWARDSQL_PLUGINS", "twice-plugin")
     (record,) = rewardsql.get_plugin_manager().plugin_records()
     assert "already loaded by another entry point" in record.error
-    assert rewardsql.get_reward_function("em")  # the first entry point still counts
+    assert record.components  # listed, but a plugin in error is not used
+    with pytest.raises(UnknownComponentError, match="plugins with errors: twice-plugin"):
+        rewardsql.get_reward_function("em")
 
 
 def test_plugin_registering_with_a_decorator_at_import_time(fake_site, monkeypatch):

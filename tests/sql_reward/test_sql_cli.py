@@ -73,7 +73,7 @@ def test_spider_files_print_accuracy_and_counts(db_root: Path, tmp_path: Path) -
     code, out, err = _score("--db-root", db_root, "--gold", gold, "--pred", pred)
     assert code == 0, err
     assert "execution accuracy: 50.00% (2 of 4, mode bird)" in out
-    counts = dict(line.split() for line in out.splitlines()[1:])
+    counts = dict(line.split() for line in out.splitlines()[1:-1])  # last: the timeouts
     assert counts == {"ok": "2", "wrong": "1", "error": "1", "timeout": "0", "too_large": "0",
                       "infra_error": "0"}
 
@@ -88,6 +88,7 @@ def test_bird_files_json_summary_and_verdict_file(db_root: Path, tmp_path: Path)
         "total": 4, "correct": 2, "accuracy": 0.5,
         "status_counts": {"ok": 2, "wrong": 1, "error": 1, "timeout": 0, "too_large": 0,
                           "infra_error": 0},
+        "timeouts": "fixed: 30 s per query (the official evaluation rule)",
     }
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(r["index"], r["db_id"], r["correct"], r["status"]) for r in lines] == [
@@ -95,6 +96,24 @@ def test_bird_files_json_summary_and_verdict_file(db_root: Path, tmp_path: Path)
         (2, "concert", False, "error"), (3, "music", True, "ok")]
     assert "nam" in lines[2]["error"] and lines[0]["error"] is None
     assert [p.name for p in output.parent.iterdir()] == ["verdicts.jsonl"]  # no temp file left
+
+
+def test_training_budget_is_asked_for_and_said(db_root: Path, tmp_path: Path) -> None:
+    gold = tmp_path / "gold.sql"
+    gold.write_text("SELECT count(*) FROM singer\tconcert\n" * 2)
+    pred = tmp_path / "pred.sql"
+    pred.write_text("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) "
+                    "SELECT count(*) FROM r\nSELECT count(name) FROM singer\n")
+    code, out, err = _score("--db-root", db_root, "--gold", gold, "--pred", pred,
+                            "--timeout", "20", "--training-budget", "--workers", "1")
+    assert code == 0, err
+    assert "execution accuracy: 50.00% (1 of 2" in out and "timeout     1" in out
+    assert "timeouts: training budget: max(1 s, 10 x gold time) per query, at most 20 s; " \
+           "40 s per batch" in out
+    code, out, err = _score("--db-root", db_root, "--gold", gold, "--pred", pred,
+                            "--timeout", "0.5", "--workers", "1")
+    assert code == 0, err
+    assert "timeouts: fixed: 0.5 s per query (the official evaluation rule)" in out
 
 
 def test_modes_change_the_verdict(db_root: Path, tmp_path: Path) -> None:

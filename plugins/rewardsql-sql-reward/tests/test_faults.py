@@ -156,3 +156,31 @@ def test_database_corrupted_mid_run_is_an_infra_error_not_the_models_fault(
         verdict = v.compare("concert", OLDER.replace("30", "31"), OLDER.replace("30", "29"))
         assert verdict.status == "infra_error", verdict
         assert str(path) in verdict.error
+
+
+def test_manager_applies_the_budget_by_default_and_can_turn_it_off(db_root: Path) -> None:
+    from rewardsql import RewardRequest
+    from rewardsql_sql_reward.manager import SQLVerifierManager
+
+    info = {"db_id": "concert", "db_root": str(db_root)}
+    requests = [RewardRequest(response=sql, ground_truth=OLDER, extra_info=info)
+                for sql in (runaway(5), runaway(6), OLDER)]
+    config = {"workers": 1, "timeout": 20.0, "budget_floor": 0.2, "batch_timeout": 3.0}
+    with SQLVerifierManager(config) as manager:
+        assert manager.budget == Budget(0.2, 10.0, 3.0)
+        start = time.monotonic()
+        results = manager.score_batch(requests)
+        assert time.monotonic() - start < 3.0  # two runaways at 0.2 s each, not 2 x 20 s
+    assert [r.extra["status"] for r in results] == ["timeout", "timeout", "ok"]
+    with SQLVerifierManager({**config, "budget": False}) as manager:
+        assert manager.budget is None
+
+
+@pytest.mark.parametrize("key", ["budget_floor", "budget_factor", "batch_timeout"])
+def test_bad_budget_settings_name_the_key(key: str) -> None:
+    from rewardsql.errors import ConfigError
+    from rewardsql_sql_reward.manager import SQLVerifierManager
+
+    with pytest.raises(ConfigError) as info:
+        SQLVerifierManager({key: 0})
+    assert info.value.key == key

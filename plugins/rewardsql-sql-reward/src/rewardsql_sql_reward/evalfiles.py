@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rewardsql_sql_reward.budget import Budget
 from rewardsql_sql_reward.verifier import STATUSES, SQLVerifier, Verdict
 
 #: The separator inside a BIRD ``predict_dev.json`` value: ``"SQL\t----- bird -----\tdb_id"``.
@@ -119,13 +120,15 @@ def pair_up(gold_path: str | os.PathLike[str], pred_path: str | os.PathLike[str]
 
 
 def score_pairs(verifier: SQLVerifier, pairs: Sequence[tuple[Question, str]], *, mode: str,
-                chunk: int = 256, progress: Callable[[int], None] | None = None
-                ) -> list[Verdict]:
-    """Verdicts for every pair, verified in chunks; ``progress(n)`` after each chunk."""
+                chunk: int = 256, progress: Callable[[int], None] | None = None,
+                budget: Budget | None = None) -> list[Verdict]:
+    """Verdicts for every pair, verified in chunks; ``progress(n)`` after each chunk.
+    ``budget``: the training-time budget per chunk; None: the fixed timeout (official)."""
     verdicts: list[Verdict] = []
     for start in range(0, len(pairs), chunk):
         part = pairs[start:start + chunk]
-        verdicts += verifier.verify_batch([(q.db_id, sql, q.sql) for q, sql in part], mode=mode)
+        verdicts += verifier.verify_batch([(q.db_id, sql, q.sql) for q, sql in part], mode=mode,
+                                          budget=budget)
         if progress is not None:
             progress(len(part))
     return verdicts

@@ -11,6 +11,7 @@ from rewardsql import RewardManager, RewardRequest, RewardResult
 from rewardsql.errors import ConfigError
 from rewardsql.schema import setting
 
+from rewardsql_sql_reward.budget import Budget
 from rewardsql_sql_reward.extract import extract_sql
 from rewardsql_sql_reward.reward_fn import database_path, gold_sql
 from rewardsql_sql_reward.verifier import MODES, STATUSES, SQLVerifier, Verdict
@@ -32,7 +33,17 @@ class SQLVerifierSettings:
     mode: str = setting("bird", "How results are compared: bird (sets of rows), multiset "
                                 "(bags), ordered (lists when the gold query has ORDER BY).",
                         choices=MODES)
-    timeout: float = setting(30.0, "Seconds allowed per query.")
+    timeout: float = setting(30.0, "Seconds allowed per query (the most any query may run).")
+    budget: bool = setting(True, "Training-time budget: each prediction may run for "
+                                 "max(budget_floor, budget_factor x its gold query's time), at "
+                                 "most timeout, and a batch ends at batch_timeout; false: every "
+                                 "query gets the full timeout (the official evaluation rule).")
+    budget_floor: float = setting(1.0, "Seconds a prediction may always run under the budget.")
+    budget_factor: float = setting(10.0, "A prediction may run this many times its gold "
+                                         "query's measured time under the budget.")
+    batch_timeout: float | None = setting(
+        None, "Seconds one batch's verification may take under the budget; queries unfinished "
+              "then are timeouts. null: 2 x timeout.")
     workers: int | None = setting(None, "SQL worker processes; null: $REWARDSQL_SQL_WORKERS, "
                                         "else the CPU count.")
     placement: str = setting("last_token", "Where the score goes: last_token (the last response "
@@ -46,6 +57,10 @@ class SQLVerifierSettings:
     def __post_init__(self) -> None:
         for key, bad, expected in (
             ("timeout", self.timeout <= 0, "a positive number of seconds"),
+            ("budget_floor", self.budget_floor <= 0, "a positive number of seconds"),
+            ("budget_factor", self.budget_factor <= 0, "a positive number"),
+            ("batch_timeout", self.batch_timeout is not None and self.batch_timeout <= 0,
+             "a positive number of seconds or null"),
             ("max_infra_error_fraction", not 0 <= self.max_infra_error_fraction <= 1,
              "a fraction between 0 and 1"),
             ("max_rows", self.max_rows < 1, "a positive integer"),
@@ -85,6 +100,8 @@ class SQLVerifierManager(RewardManager):
             self.settings.db_root, timeout=self.settings.timeout, workers=self.settings.workers,
             max_rows=self.settings.max_rows, mode=self.settings.mode,
         )
+        self.budget = Budget(self.settings.budget_floor, self.settings.budget_factor,
+                             self.settings.batch_timeout) if self.settings.budget else None
 
     def score_batch(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
         verdicts: list[Verdict | None] = [None] * len(requests)
@@ -98,7 +115,8 @@ class SQLVerifierManager(RewardManager):
                 continue
             items.append((path, extract_sql(request.response), gold))
             where.append(i)
-        for i, verdict in zip(where, self.verifier.verify_batch(items), strict=True):
+        batch = self.verifier.verify_batch(items, budget=self.budget)
+        for i, verdict in zip(where, batch, strict=True):
             verdicts[i] = verdict
         self._check_infra_errors(verdicts)  # type: ignore[arg-type]
         return [self._result(request, verdict)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import typer
 from rewardsql.errors import ConfigError
 from rewardsql.io import atomic_write
 
+from rewardsql_sql_reward.budget import Budget
 from rewardsql_sql_reward.evalfiles import EvalFileError, pair_up, score_pairs, summary
 from rewardsql_sql_reward.verifier import MODES, SQLVerifier
 
@@ -37,6 +38,11 @@ def score(
     workers: Annotated[int | None, typer.Option(
         "--workers",
         help="Worker processes (default: $REWARDSQL_SQL_WORKERS, else the CPU count).")] = None,
+    training_budget: Annotated[bool, typer.Option(
+        "--training-budget",
+        help="Use the training-time budget (a prediction may run max(1 s, 10 x its gold "
+             "query's time), at most --timeout; 256 questions at most 2 x --timeout) instead of "
+             "the official fixed timeout per query.")] = False,
 ) -> None:
     """Execution accuracy of a text-to-SQL prediction file against gold SQL."""
     if mode not in MODES:
@@ -52,12 +58,16 @@ def score(
 
     from tqdm import tqdm
 
+    budget = Budget() if training_budget else None
+
     with SQLVerifier(db_root, timeout=timeout, workers=workers, mode=mode) as verifier, tqdm(
         total=len(pairs), unit="q", desc="scoring", disable=True if len(pairs) < PROGRESS_FROM
         else None,
     ) as bar:
-        verdicts = score_pairs(verifier, pairs, mode=mode, progress=bar.update)
+        verdicts = score_pairs(verifier, pairs, mode=mode, progress=bar.update, budget=budget)
     result = summary(verdicts)
+    result["timeouts"] = (budget.describe(timeout) if budget is not None
+                          else f"fixed: {timeout:g} s per query (the official evaluation rule)")
     if output is not None:
         with atomic_write(output) as handle:
             for i, ((question, _), verdict) in enumerate(zip(pairs, verdicts, strict=True)):
@@ -71,3 +81,4 @@ def score(
                f"{result['total']}, mode {mode})")
     for status, count in result["status_counts"].items():
         typer.echo(f"  {status:<12}{count}")
+    typer.echo(f"timeouts: {result['timeouts']}")

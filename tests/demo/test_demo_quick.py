@@ -20,7 +20,8 @@ from rewardsql.training.cpu_math import (
 
 pytestmark = pytest.mark.slow
 
-REPORT_KEYS = {"sft", "grpo", "improvement", "timings", "settings", "environment"}
+REPORT_KEYS = {"sft", "grpo", "improvement", "timings", "settings", "environment", "teacher",
+               "dev_per_template"}
 
 
 def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
@@ -41,6 +42,16 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
     assert report["grpo"]["own_prompts_count"] == min(12, demo.OWN_PROMPTS_EVALUATED)
     assert report["improvement"] == pytest.approx(
         report["grpo"]["dev_accuracy"] - report["sft"]["dev_accuracy"])
+    # the teacher is stated; per-template dev accuracy adds up to the overall figure
+    assert report["teacher"]["error_rate"] == 0.65
+    assert set(report["teacher"]["errors"]) == {"strict_comparison", "wrong_order",
+                                                "count_distinct"}
+    per_template = report["dev_per_template"]
+    assert sum(v["n"] for v in per_template.values()) == report["sft"]["dev_count"]
+    for stage in ("sft", "grpo"):
+        total = sum(v[stage] * v["n"] for v in per_template.values())
+        assert total / report["sft"]["dev_count"] == pytest.approx(report[stage]["dev_accuracy"])
+    assert "SFT teacher's near-misses" in proc.stdout
     assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s",
                                        "own_prompts_eval_s", "total_s"}
     assert report["settings"]["quick"] is True

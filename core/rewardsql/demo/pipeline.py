@@ -1,20 +1,20 @@
 """``rewardsql demo``: the whole job on the bundled example, end to end, on a CPU in minutes.
 
-Builds the example data and the tiny model (cached), fine-tunes it on the train split
-(``rewardsql sft`` with ``SFT_CONFIG``), evaluates greedy dev execution accuracy, trains with GRPO
-on the rl split (questions whose values SFT never saw) on the local engine (``GRPO_CONFIG``: the
-SQL verifier and ``grpo_weighted``), evaluates again, and writes ``report.json`` and
-``report.png``. Greedy accuracy on rl questions GRPO trained on, with the SFT and the GRPO model,
-is reported beside dev's: whether GRPO learned its own prompts, and whether that carried over to
-questions it never saw.
+Builds the example data and the tiny model (cached), fine-tunes it on the train split's
+demonstrations (``rewardsql sft`` with ``SFT_CONFIG``; an imperfect teacher wrote them:
+:mod:`rewardsql.demo.tiny.teacher`), evaluates greedy dev execution accuracy, trains with GRPO on
+the rl split's questions on the local engine (``GRPO_CONFIG``: the SQL verifier and
+``grpo_weighted``), evaluates again, and writes ``report.json`` and ``report.png``. The report
+states the teacher's near-misses and shows dev accuracy per template, so that what GRPO fixed is
+visible; greedy accuracy on the rl questions GRPO trained on is reported beside dev's.
 
 Layout of the output directory::
 
     cache/           example data and tiny model (reused when their inputs are unchanged)
     sft/             the fine-tuned model
     grpo/            metrics.jsonl, dev.jsonl, tensorboard/, final_model/
-    report.json      sft.dev_accuracy, grpo.dev_accuracy, *.own_prompts_accuracy (GRPO's
-                     own rl prompts), timings, settings
+    report.json      teacher, dev_per_template, sft.dev_accuracy, grpo.dev_accuracy,
+                     *.own_prompts_accuracy (GRPO's own rl prompts), timings, settings
     report.png       GRPO reward over steps; dev accuracy, and accuracy on GRPO's own prompts
 """
 
@@ -169,8 +169,12 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     from rewardsql.training.local.metrics import read_metrics
 
     steps = read_metrics(run.output_dir)
+    final_dev = json.loads((run.output_dir / "dev.jsonl").read_text().splitlines()[-1])
+    per_template = _per_template(example.dev_json, before.per_prompt, final_dev["dev/per_prompt"])
     timings["total_s"] = round(time.perf_counter() - started, 2)
     report = {
+        "teacher": example.teacher,
+        "dev_per_template": per_template,
         "sft": {
             "dev_accuracy": before.accuracy,
             "dev_count": before.count,
@@ -212,6 +216,19 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
                 own_prompts=(own_before.accuracy, own_after.accuracy))
     echo(summary_table(report))
     return report
+
+
+def _per_template(dev_json: Path, sft: list[float], grpo: list[float]
+                  ) -> dict[str, dict[str, float]]:
+    """Greedy dev accuracy per template after SFT and after GRPO (the evaluated dev prompts are
+    the first ones of dev.json, in order)."""
+    templates = [q["template"] for q in json.loads(dev_json.read_text())][:len(sft)]
+    out: dict[str, dict[str, float]] = {}
+    for template in sorted(set(templates)):
+        idx = [i for i, t in enumerate(templates) if t == template]
+        out[template] = {"n": len(idx), "sft": sum(sft[i] for i in idx) / len(idx),
+                         "grpo": sum(grpo[i] for i in idx) / len(idx)}
+    return out
 
 
 def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], path: Path,
@@ -261,7 +278,12 @@ def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], pat
 def summary_table(report: Mapping[str, Any]) -> str:
     """The printed summary: accuracies before/after GRPO and where the time went."""
     t = report["timings"]
+    teacher = report["teacher"]
+    planted = ", ".join(f"{t} ({m['kind']})" for t, m in teacher["near_misses"].items())
     rows = [
+        ("SFT teacher's near-misses", f"{teacher['error_rate']:.0%} of: {planted}"),
+        *[(f"dev {t} (n={v['n']}): SFT -> GRPO", f"{v['sft']:.2f} -> {v['grpo']:.2f}")
+          for t, v in report["dev_per_template"].items() if t in teacher["near_misses"]],
         ("dev accuracy after SFT", f"{report['sft']['dev_accuracy']:.3f}"),
         ("dev accuracy after GRPO", f"{report['grpo']['dev_accuracy']:.3f}"),
         ("change", f"{report['improvement']:+.3f}"),

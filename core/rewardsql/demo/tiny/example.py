@@ -6,11 +6,13 @@ Layout under ``out_dir`` (Spider/BIRD style, so every command reads it like a re
     train.json, rl.json, dev.json      Spider-format questions (db_id, question, query, question_id)
     train.parquet, rl.parquet,         verl RL format (data_source, prompt, ability, reward_model,
     dev.parquet                        extra_info)
-    sft_train.jsonl, sft_dev.jsonl     {"messages": [system, user, assistant (gold CoCTE)]}
-    manifest.json                      generator version, parameters and file hashes (the cache key)
+    sft_train.jsonl, sft_dev.jsonl     {"messages": [system, user, assistant (CoCTE SQL)]}
+    manifest.json                      generator version, parameters, the teacher's errors and
+                                       file hashes (the cache key)
 
-Three splits, each with its own filter values (rewardsql.demo.tiny.questions.ValueSplit): ``train``
-for SFT, ``rl`` for GRPO, ``dev`` for evaluation. No value of rl or dev occurs in SFT data.
+Three splits of distinct questions over the same value pools: ``train`` for SFT, ``rl`` for GRPO
+(and the PRM's labels), ``dev`` for evaluation. ``sft_train.jsonl``'s answers are the imperfect
+teacher's (:mod:`rewardsql.demo.tiny.teacher`); every ``query`` and ground truth is correct.
 """
 
 from __future__ import annotations
@@ -22,18 +24,20 @@ import os
 import re
 import sqlite3
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rewardsql_sql_reward.prompts import build_messages, schema_ddl
 
+from rewardsql.demo.tiny import teacher
 from rewardsql.demo.tiny.domains import DOMAINS, generate_rows, write_database
-from rewardsql.demo.tiny.questions import SPLITS, Pair, ValueSplit, generate_pairs
+from rewardsql.demo.tiny.questions import SPLITS, Pair, generate_pairs
 from rewardsql.io import atomic_write, atomic_write_json, atomic_write_text
 
 #: Bump when the output of the generator changes, so old caches are rebuilt.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 DATA_SOURCE = "rewardsql_tiny"
 #: Sample values per column in the prompt's schema. None, because the tiny model needs short prompts
 #: and every value a question filters on is written in the question.
@@ -71,6 +75,8 @@ class TinyExample:
     seed: int
     scale: str
     sample_values: int = SAMPLE_VALUES
+    #: The imperfect teacher of sft_train.jsonl: rate, near-misses, how many it made
+    teacher: dict = field(default_factory=dict, compare=False)
     built: bool = field(default=True, compare=False)  # False when the cache was reused
 
     def db_path(self, db_id: str) -> Path:
@@ -125,7 +131,7 @@ def _example(out: Path, manifest: dict, built: bool) -> TinyExample:
                        n_dev=manifest["n_dev"],
                        db_ids=tuple(manifest["db_ids"]), seed=manifest["seed"],
                        scale=manifest["scale"], sample_values=manifest["sample_values"],
-                       built=built, **p)
+                       teacher=manifest["teacher"], built=built, **p)
 
 
 def _params(seed: int, scale: str) -> dict:
@@ -187,20 +193,13 @@ def build_example(out_dir: str | os.PathLike[str], *, seed: int = 0,
         _write_db_atomically(domain, rows_by_db[domain.db_id], target)
         db_digests[domain.db_id] = _db_digest(target)
 
-    pools = [[str(v) for v in column_values]
-             for domain in DOMAINS for table in domain.tables
-             for col, column_values in zip(
-                 table.columns, zip(*rows_by_db[domain.db_id][table.name], strict=True),
-                 strict=True)
-             if col.role in ("label", "category")]
-    values = ValueSplit(pools, seed)
     conns = {d.db_id: sqlite3.connect(f"{(p['db_root'] / d.db_id / f'{d.db_id}.sqlite').as_uri()}"
                                       "?mode=ro", uri=True) for d in DOMAINS}
     pairs: dict[str, list[Pair]] = {}
     try:
         for split in SPLITS:
             pairs[split] = generate_pairs(
-                list(DOMAINS), conns, split, SCALES[scale][split], values, seed,
+                list(DOMAINS), conns, split, SCALES[scale][split], seed,
                 exclude={q.question for drawn in pairs.values() for q in drawn})
     finally:
         for conn in conns.values():
@@ -208,12 +207,19 @@ def build_example(out_dir: str | os.PathLike[str], *, seed: int = 0,
 
     schemas = {d.db_id: schema_ddl(p["db_root"] / d.db_id / f"{d.db_id}.sqlite",
                                    sample_values=SAMPLE_VALUES) for d in DOMAINS}
+    taught = teacher.demonstrations([q.template for q in pairs["train"]],
+                                    [q.query for q in pairs["train"]], seed)
     first_id = 0
     for split in ("train", "rl", "dev"):  # question ids in this order
-        _write_split(p, split, pairs[split], first_id, schemas)
+        _write_split(p, split, pairs[split], first_id, schemas,
+                     taught if split == "train" else None)
         first_id += len(pairs[split])
 
+    errors = Counter(kind for _, kind in taught if kind)
+    planted = Counter(q.template for q in pairs["train"] if q.template in teacher.NEAR_MISSES)
     manifest = {**params, "db_root": str(p["db_root"]),
+                "teacher": {**teacher.describe(), "errors": dict(sorted(errors.items())),
+                            "planted_template_questions": dict(sorted(planted.items()))},
                 "files": {name: _sha256(out / name) for name in _FILES},
                 "databases": db_digests}
     atomic_write_json(p["manifest"], manifest)
@@ -235,12 +241,18 @@ def _write_db_atomically(domain, rows, target: Path) -> None:
 
 
 def _write_split(p: dict[str, Path], split: str, pairs: list[Pair], first_id: int,
-                 schemas: dict[str, str]) -> None:
+                 schemas: dict[str, str],
+                 taught: list[tuple[str, str | None]] | None = None) -> None:
+    """The split's files; ``taught``: the teacher's demonstrations, for the SFT file."""
     import pandas as pd  # a `train` extra: imported here, `import rewardsql.demo.tiny` stays light
 
     questions = [{"question_id": first_id + i, "db_id": q.db_id, "question": q.question,
                   "query": q.query, "template": q.template, "values": list(q.values)}
                  for i, q in enumerate(pairs)]
+    if taught is not None:
+        for question, (demonstration, kind) in zip(questions, taught, strict=True):
+            question["demonstration"] = demonstration
+            question["teacher_error"] = kind
     atomic_write_text(p[f"{split}_json"],
                       json.dumps(questions, indent=1, ensure_ascii=False) + "\n")
     records = []
@@ -255,8 +267,9 @@ def _write_split(p: dict[str, Path], split: str, pairs: list[Pair], first_id: in
             "extra_info": {"db_id": q["db_id"], "question_id": q["question_id"],
                            "db_root": str(p["db_root"]), "split": split, "index": i},
         })
+        answer = q.get("demonstration", q["query"])
         sft_lines.append(json.dumps(
-            {"messages": [*messages, {"role": "assistant", "content": q["query"]}]},
+            {"messages": [*messages, {"role": "assistant", "content": answer}]},
             ensure_ascii=False))
     with atomic_write(p[f"{split}_parquet"], "wb") as handle:
         pd.DataFrame.from_records(records).to_parquet(handle, index=False)

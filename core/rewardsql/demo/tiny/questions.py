@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,47 +28,11 @@ class Pair:
     values: tuple[str, ...]
 
 
-#: Splits of the example, in the order their questions are drawn. ``rl`` holds GRPO's prompts:
-#: their text values, like dev's, are never seen in SFT, so the reward GRPO earns there is earned
-#: by the skill dev asks for (copying an unseen value from the question), not by recalling SFT data.
+#: Splits of the example, in the order their questions are drawn (each excludes the questions
+#: of the ones before). All three draw filter values from the same pools: dev asks new questions
+#: (other combinations, phrasings and constants), not new words, so a model this small is judged
+#: on composing SQL, not on copying a value it has never seen.
 SPLITS = ("dev", "rl", "train")
-#: Share of each pool's text values reserved for a split; train gets the rest.
-VALUE_FRACTIONS = {"dev": 0.25, "rl": 0.2}
-
-
-class ValueSplit:
-    """Which text filter values belong to which split: each to exactly one of dev, rl, train.
-
-    Text values (a city, a genre, a name) are split per pool, and every pool keeps values in every
-    split. Numbers (thresholds, counts, LIMITs) are shared by all splits: they are written digit
-    by digit, so no number is a new word. Holding numbers out as well was measured to be harmful:
-    GRPO on rl's numbers taught the policy that dev's numbers do not exist (it wrote "11" for
-    "10", "2" for "25"), taking a 0.90 template to 0.74.
-    """
-
-    def __init__(self, pools: list[list[str]], seed: int,
-                 fractions: dict[str, float] | None = None) -> None:
-        fractions = dict(VALUE_FRACTIONS if fractions is None else fractions)
-        rng = random.Random(f"{seed}:value-split")
-        self.text_split: dict[str, str] = {}
-        for pool in pools:
-            values = sorted(set(pool))
-            rng.shuffle(values)
-            want = {s: max(1, round(len(values) * f)) for s, f in fractions.items()}
-            have = Counter(self.text_split[v] for v in values if v in self.text_split)
-            for value in values:
-                if value not in self.text_split:
-                    split = next((s for s in fractions if have[s] < want[s]), "train")
-                    self.text_split[value] = split
-                    have[split] += 1
-
-    def split_of(self, value: str) -> str:
-        """The split of a text value; text outside every pool is train's."""
-        return self.text_split.get(value, "train")
-
-    def allows(self, split: str, value: str | int) -> bool:
-        """Whether a ``split`` question may filter on ``value`` (any split may use a number)."""
-        return isinstance(value, int) or self.split_of(value) == split
 
 
 @dataclass
@@ -77,19 +40,17 @@ class _Ctx:
     rng: random.Random
     conn: sqlite3.Connection
     domain: Domain
-    split: str
-    values: ValueSplit
 
     def rows(self, sql: str) -> list[tuple]:
         return self.conn.execute(sql).fetchall()
 
     def text_value(self, table: Table, col: Column) -> str | None:
-        pool = [r[0] for r in self.rows(f"SELECT DISTINCT {col.name} FROM {table.name}")]
-        pool = sorted(v for v in pool if self.values.allows(self.split, v))
+        pool = sorted(r[0] for r in self.rows(f"SELECT DISTINCT {col.name} FROM {table.name}")
+                      if isinstance(r[0], str))
         return self.rng.choice(pool) if pool else None
 
     def number(self, low: int, high: int) -> int:
-        """A number in [low, high]; numbers are shared by all splits (see ValueSplit)."""
+        """A number in [low, high]."""
         return self.rng.randint(low, max(low, high))
 
 
@@ -380,7 +341,7 @@ DOMAIN_PATIENCE = 5000
 
 
 def generate_pairs(domains: list[Domain], conns: dict[str, sqlite3.Connection], split: str,
-                   count: int, values: ValueSplit, seed: int, exclude: set[str]) -> list[Pair]:
+                   count: int, seed: int, exclude: set[str]) -> list[Pair]:
     """``count`` distinct questions for ``split``, cycling through domains and templates.
 
     Raises:
@@ -403,7 +364,7 @@ def generate_pairs(domains: list[Domain], conns: dict[str, sqlite3.Connection], 
             continue
         failures += 1
         name = rng.choice(names)
-        ctx = _Ctx(rng, conns[domain.db_id], domain, split, values)
+        ctx = _Ctx(rng, conns[domain.db_id], domain)
         made = TEMPLATES[name](ctx)
         if made is None:
             continue

@@ -22,6 +22,8 @@ class EvalResult:
     reward_mean: float
     count: int
     statuses: dict[str, int] = field(default_factory=dict)
+    #: Each prompt's ``acc`` (else its score), in the prompts' order.
+    per_prompt: list[float] = field(default_factory=list)
 
 
 def accuracy_of(results: Sequence[RewardResult]) -> float | None:
@@ -63,5 +65,6 @@ def evaluate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], reward: Rewa
     results = reward.score(requests_for(prompts, valid_responses(rollout), tokenizer))
     acc = accuracy_of(results)
     mean = sum(r.score for r in results) / len(results)
+    per_prompt = [float(r.extra.get("acc", r.score)) for r in results]
     return EvalResult(accuracy=mean if acc is None else acc, reward_mean=mean,
-                      count=len(results), statuses=status_counts(results))
+                      count=len(results), statuses=status_counts(results), per_prompt=per_prompt)

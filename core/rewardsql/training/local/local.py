@@ -353,7 +353,8 @@ def _dev_eval(step: int, model: Any, tokenizer: Any, prompts: list[Prompt], rewa
     result = _eval(model, tokenizer, prompts, reward, settings)
     state.dev_history.append([step, result.accuracy])
     line = {"step": step, "dev/accuracy": result.accuracy, "dev/reward_mean": result.reward_mean,
-            "dev/count": result.count, **{f"dev/status/{k}": v for k, v in result.statuses.items()}}
+            "dev/count": result.count, **{f"dev/status/{k}": v for k, v in result.statuses.items()},
+            "dev/per_prompt": result.per_prompt}
     with (output_dir / DEV_FILE).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(line) + "\n")
     if metrics.writer is not None:

@@ -80,3 +80,13 @@ def test_split_steps_by_tag_and_by_blank_lines_agree() -> None:
 def test_tag_at_line_end_without_trailing_space_still_splits() -> None:
     assert split_steps("WITH a AS (SELECT 1 AS x) и\nSELECT x FROM a и") == [
         "WITH a AS (SELECT 1 AS x)", "SELECT x FROM a"]
+
+
+@pytest.mark.parametrize("tag", ["SQL", "Sql", "SQLite", "SQLITE"])
+def test_the_fence_tag_matches_in_any_case_with_two_blocks(tag: str) -> None:
+    """With one block the last-block fallback hides the tag's case; with the result shown in a
+    second, later block, only the tag tells which block holds the SQL."""
+    response = f"```{tag}\n{GOLD}\n```\nIt returns:\n```text\nname\nBo\n```"
+    assert extract_sql(response) == GOLD
+    # an earlier lower-case draft does not beat the later upper-case block either
+    assert extract_sql(f"```sql\nSELECT 1\n```\n{response}") == GOLD

@@ -85,3 +85,16 @@ def test_a_db_root_uses_the_shared_verifier(db_root: Path) -> None:
                    f"SELECT count(*) FROM us<result>{{(2,): 1}}</result>{T}"
     missing = execute_steps(f"SELECT 1{T}", "nowhere", db_root)
     assert missing.startswith("SELECT 1<result>Execution error: database not found:")
+
+
+def test_the_row_limit_is_honoured(verifier: SQLVerifier, db_root: Path) -> None:
+    """``limit`` rows per CTE step, not the default 50; the final SELECT is not cut."""
+    everyone = "WITH everyone AS (SELECT name FROM singer ORDER BY id)"
+    response = f"{everyone}{T}\nSELECT count(*) FROM everyone{T}"
+    cut = f"{everyone}<result>{{('Ana',): 1, ('Bo',): 1}}</result>{T}"
+    final = f"\nSELECT count(*) FROM everyone<result>{{(6,): 1}}</result>{T}"
+    assert execute_steps(response, "concert", verifier, limit=2) == cut + final
+    assert execute_steps(response, "concert", db_root, limit=2) == cut + final  # a db_root
+    assert execute_steps(response, "concert", verifier, limit=3).startswith(
+        f"{everyone}<result>{{('Ana',): 1, ('Bo',): 1, ('Cy',): 1}}</result>")
+    assert "('Fa',): 1}</result>" in execute_steps(response, "concert", verifier)

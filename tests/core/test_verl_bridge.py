@@ -134,6 +134,12 @@ def test_install_is_idempotent_and_reports_taken_names(fake_site, monkeypatch):
     second = install_into_verl()
     assert ("advantage_estimator", "double_adv") in first.registered
     assert ("reward_manager", "length_manager") in first.registered
+    # aliases reach verl too (the slow fresh-interpreter test checks the same through `import
+    # verl`; this one keeps CI without slow tests honest)
+    assert ("advantage_estimator", "compute_double_advantage") in first.registered
+    estimator = core_algos.get_adv_estimator_fn("double_adv")
+    assert core_algos.get_adv_estimator_fn("compute_double_advantage") is estimator
+    assert estimator.__module__ == "fake_good"
     assert first.registered == second.registered
     assert any(who == "grpo-thief:grpo_vectorized" for who, _ in first.failed)
     # verl's own estimator is untouched

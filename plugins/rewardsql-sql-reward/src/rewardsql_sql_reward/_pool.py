@@ -52,7 +52,9 @@ _TASK_IDS = itertools.count()
 
 @dataclass(frozen=True)
 class Task:
-    """One query for a worker: ``op`` ``digest`` (a digest of kind ``kind``) or ``rows``."""
+    """One query for a worker: ``op`` ``digest`` (a digest of kind ``kind``) or ``rows``.
+    ``cpu_slice``: seconds of CPU time after which the worker stops it (a ``timeout`` with the
+    worker's ``SLICE_ERROR``), besides ``timeout`` seconds of wall-clock time."""
 
     op: str
     path: str
@@ -60,9 +62,11 @@ class Task:
     timeout: float
     max_rows: int
     kind: str = "set"
+    cpu_slice: float | None = None
 
     def message(self) -> tuple:
-        return (self.op, self.path, self.sql, self.timeout, self.max_rows, self.kind)
+        return (self.op, self.path, self.sql, self.timeout, self.max_rows, self.kind,
+                self.cpu_slice)
 
 
 @dataclass(frozen=True)

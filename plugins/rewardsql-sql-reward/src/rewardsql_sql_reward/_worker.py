@@ -33,6 +33,9 @@ from pathlib import Path
 
 #: VM instructions between two calls of the progress handler (the timeout check).
 PROGRESS_OPS = 2000
+#: The error of a task stopped by its CPU slice (status ``timeout``): the training budget runs
+#: predictions in slices of CPU time, so a worker that waits for a CPU is not cut short.
+SLICE_ERROR = "CPU slice used"
 
 #: Actions a query may perform: reading. Everything else is denied unless listed below.
 _ALLOWED_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE})
@@ -133,10 +136,18 @@ class Executor:
         #: through the old, still open inode.
         self.identities: dict[str, tuple[int, int] | None] = {}
         self.deadline = math.inf
+        self.cpu_deadline = math.inf  # in this thread's CPU time
         self.timed_out = False
+        self.sliced = False  # stopped by the CPU slice, not the timeout
+
+    def _out_of_time(self) -> bool:
+        if time.monotonic() > self.deadline:
+            return True
+        self.sliced = time.thread_time() > self.cpu_deadline
+        return self.sliced
 
     def _progress(self) -> int:
-        if time.monotonic() > self.deadline:
+        if self._out_of_time():
             self.timed_out = True
             return 1
         return 0
@@ -184,15 +195,18 @@ class Executor:
                 conn.close()
 
     def run(self, task: tuple) -> tuple:
-        op, path, sql, timeout, max_rows, kind = task
+        op, path, sql, timeout, max_rows, kind, *rest = task
+        cpu_slice = rest[0] if rest else None
         start = time.perf_counter()
         rows = 0
         try:
             conn = self._open(path)
         except _Unusable as exc:
             return ("infra_error", None, str(exc), time.perf_counter() - start, 0)
-        self.timed_out = False
+        self.timed_out = self.sliced = False
         self.deadline = time.monotonic() + timeout
+        if cpu_slice is not None:
+            self.cpu_deadline = time.thread_time() + cpu_slice
         cursor = None
         try:
             cursor = conn.execute(sql)
@@ -227,9 +241,11 @@ class Executor:
         except Exception as exc:  # anything else a hostile query provokes is its own failure
             status, payload, error = "error", None, f"{type(exc).__name__}: {exc}"
         finally:
-            self.deadline = math.inf
+            self.deadline = self.cpu_deadline = math.inf
             if cursor is not None:
                 cursor.close()  # release the statement and its read lock
+        if status == "timeout" and self.sliced:
+            error = SLICE_ERROR
         if status == "infra_error":
             self.forget(path)  # a later task reopens it, and sees whether it was fixed
         return (status, payload, error, time.perf_counter() - start, rows)
@@ -243,7 +259,7 @@ class Executor:
             count += len(chunk)
             if count > max_rows:
                 raise _TooLarge(f"more than {max_rows} rows")
-            if time.monotonic() > self.deadline:
+            if self._out_of_time():
                 raise _Deadline
             yield chunk
 

@@ -8,10 +8,12 @@ batch of distinct runaways then costs hours. Under a :class:`Budget` a predictio
 ``verify_batch`` call ends at ``batch_timeout``: what is unfinished then is a ``timeout``.
 
 Predictions are not known to be fast or slow in advance, so they run in rounds (iterative
-deepening): every prediction first gets :data:`FIRST_SLICE_S`, the ones that timed out run again
-with a slice :data:`SLICE_GROWTH` times longer, up to their budget. A slow query thus wastes at
-most about a third of its own time in earlier rounds, and a batch of runaways cannot keep the
-fast queries behind it from running before the deadline.
+deepening): every prediction first gets :data:`FIRST_SLICE_S` of CPU time, the ones that used it
+up run again with a slice :data:`SLICE_GROWTH` times longer, up to their budget (wall-clock
+time). A slow query thus wastes at most about a third of its own time in earlier rounds, and a
+batch of runaways cannot keep the fast queries behind it from running before the deadline.
+Slices count CPU time, not wall-clock time, so that a worker waiting for a CPU on a loaded
+machine does not push a fast query into a later round.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from rewardsql_sql_reward._pool import DEADLINE_ERROR, Outcome, Task
+from rewardsql_sql_reward._worker import SLICE_ERROR
 
 #: ``WorkerPool.run``: tasks and a monotonic deadline in, outcomes in input order out.
 RunTasks = Callable[..., list[Outcome]]
 
-#: The first slice of every prediction, seconds: typical text-to-SQL queries finish within it.
-FIRST_SLICE_S = 0.005
+#: The first slice of every prediction, seconds of CPU time: typical text-to-SQL queries on
+#: Spider/BIRD-sized databases finish within it (the benchmark's take about 0.1 ms).
+FIRST_SLICE_S = 0.002
 #: Each later round's slice is this many times the previous one's.
 SLICE_GROWTH = 4.0
 
@@ -70,13 +74,13 @@ class Budget:
 def run_budgeted(run: RunTasks, tasks: Sequence[Task],
                  golds_of: Mapping[int, Sequence[int | Outcome]], budget: Budget,
                  timeout: float) -> list[Outcome]:
-    """Outcomes of ``tasks`` (in order) under ``budget``, by rounds of growing slices.
+    """Outcomes of ``tasks`` (in order) under ``budget``, by rounds of growing CPU slices.
 
     ``golds_of`` maps the index of each prediction task to its gold queries: indices of gold
-    tasks in ``tasks`` or cached gold outcomes. Tasks not in it are gold queries: they run once
-    with the full ``timeout``, in the first round, ahead of the predictions. A prediction's
-    budget is :meth:`Budget.query_seconds` of its slowest gold (``timeout`` while a gold has
-    not run). Every task still unfinished at the batch deadline is a ``timeout`` with the error
+    tasks in ``tasks`` or cached gold outcomes. Tasks not in it are gold queries: they run once,
+    ahead of the predictions in the first round, with the full ``timeout``. A prediction's
+    budget is :meth:`Budget.query_seconds` of its slowest gold (``timeout`` while a gold has not
+    run). Every task still unfinished at the batch deadline is a ``timeout`` with the error
     :data:`~rewardsql_sql_reward._pool.DEADLINE_ERROR`.
     """
     deadline = time.monotonic() + budget.batch_seconds(timeout)
@@ -97,23 +101,26 @@ def run_budgeted(run: RunTasks, tasks: Sequence[Task],
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        sent = [replace(tasks[i], timeout=min(left, timeout if i not in golds_of
-                                              else min(slice_s, limit(i))))
-                for i in todo]
+        sent = []
+        for index in todo:
+            wall = timeout if index not in golds_of else limit(index)
+            cpu = slice_s if index in golds_of and slice_s < wall else None
+            sent.append(replace(tasks[index], timeout=min(left, wall), cpu_slice=cpu))
         again = []
         for index, task, outcome in zip(todo, sent, run(sent, deadline=deadline), strict=True):
             outcomes[index] = outcome
             if outcome.status != "timeout" or outcome.error == DEADLINE_ERROR:
                 continue
-            if task.timeout >= left:  # it had what was left of the batch's time
-                outcomes[index] = Outcome("timeout", error=DEADLINE_ERROR)
-            elif index in golds_of and task.timeout < limit(index):
+            if outcome.error == SLICE_ERROR:
                 again.append(index)
+            elif task.timeout >= left:  # it had what was left of the batch's time
+                outcomes[index] = Outcome("timeout", error=DEADLINE_ERROR)
         todo = again
         slice_s *= SLICE_GROWTH
-    for index in todo:
-        outcomes[index] = Outcome("timeout", error=DEADLINE_ERROR)
-    for index in golds_of:  # the budget, not the slice of the last round, explains a timeout
+    for index in range(len(tasks)):
+        if outcomes[index] is None or index in todo:
+            outcomes[index] = Outcome("timeout", error=DEADLINE_ERROR)
+    for index in golds_of:  # the budget, not the timeout of one round, explains a timeout
         outcome = outcomes[index]
         if outcome is not None and outcome.status == "timeout" and outcome.error != DEADLINE_ERROR:
             outcomes[index] = replace(outcome, error=f"timed out after its training budget of "

@@ -160,3 +160,27 @@ def test_nothing_to_write_is_an_error(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "concert_singer (2)" in result.output
     assert "no question could be prepared" in result.output
+
+
+def test_a_db_id_outside_the_root_is_a_missing_database(tmp_path: Path) -> None:
+    """A downloaded question file names its databases: '../outside' must not read a database
+    beside db_root (the old join, db_root/../outside/../outside.sqlite, reached it)."""
+    import shutil
+
+    db_root = build_databases(tmp_path / "dev_databases")
+    shutil.copy(db_root / "pets_1" / "pets_1.sqlite", tmp_path / "outside.sqlite")
+    (tmp_path / "outside").mkdir()
+    questions = [
+        {"question_id": 1, "db_id": "pets_1", "question": "How many pets?", "evidence": "",
+         "SQL": "SELECT count(*) FROM pets", "difficulty": "simple"},
+        {"question_id": 2, "db_id": "../outside", "question": "How many pets?", "evidence": "",
+         "SQL": "SELECT count(*) FROM pets", "difficulty": "simple"},
+    ]
+    source = tmp_path / "dev.json"
+    source.write_text(json.dumps(questions))
+    out = tmp_path / "bird.parquet"
+    result = prepare("--format", "bird", "--input", str(source), "--db-root", str(db_root),
+                     "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert [r["extra_info"]["db_id"] for r in read(out)] == ["pets_1"]
+    assert "../outside (1)" in result.output

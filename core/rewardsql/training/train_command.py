@@ -49,6 +49,11 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Sets trainer.total_epochs.")] = None,
     engine: Annotated[str, typer.Option(help="verl (Ray, GPUs) or local (one machine).")] = "verl",
+    device: Annotated[
+        str | None,
+        typer.Option(help="Sets trainer.device: cuda, or cpu (with --engine verl: verl's real "
+                          "trainer on the CPU, needs rewardsql[verl-cpu]; small runs only)."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything, write the config, start nothing.")
     ] = False,
@@ -83,9 +88,15 @@ def train(
         epochs=epochs,
         engine=engine,
         overrides=list(overrides or []),
+        device=device,
     )
-    if engine == "verl" and not dry_run:
-        launch.require_gpu()  # at once: nothing else matters without a GPU
+    if device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"expected cpu or cuda, got {device!r}", source="--device")
+    if engine == "verl" and not dry_run:  # at once: nothing else matters without them
+        if device == "cpu":
+            launch.require_verl_cpu()
+        else:
+            launch.require_gpu()
     plan = build_plan(options)
     for line in plan.warnings:
         typer.echo(f"warning: {line}", err=True)

@@ -111,9 +111,30 @@ def require_gpu() -> None:
             "check the config without training use `--dry-run`.")
 
 
+def require_verl_cpu() -> None:
+    """Stop before Ray starts when this environment cannot run verl on the CPU."""
+    from rewardsql.training.verl_cpu import check_versions
+
+    check_versions()
+
+
 def run_verl(plan: TrainPlan) -> None:
-    """Train with verl's PPO trainer on Ray, as ``python -m verl.trainer.main_ppo`` would."""
-    require_gpu()
+    """Train with verl's PPO trainer on Ray, as ``python -m verl.trainer.main_ppo`` would.
+
+    With ``--device cpu`` on the CPU (:mod:`rewardsql.training.verl_cpu`), under its watchdog.
+    """
+    from rewardsql.training import verl_cpu
+
+    on_cpu = plan.options.device == "cpu"
+    if on_cpu:
+        require_verl_cpu()
+        os.environ.update(plan.env_vars)
+        verl_cpu.install()  # here too: this process may have imported verl before the switch
+    else:
+        if verl_cpu.enabled():
+            raise LaunchError(f"{verl_cpu.SWITCH}=1 is set in the environment: it is for "
+                              "`--device cpu` only; unset it to train on GPUs")
+        require_gpu()
     from verl.utils.device import auto_set_device
 
     auto_set_device(plan.config)  # as verl's main() does, before its validation
@@ -125,11 +146,14 @@ def run_verl(plan: TrainPlan) -> None:
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 
     if plan.config.trainer.use_v1:
-        run_ppo(plan.config, task_runner_class=TaskRunnerV1)
+        runner = TaskRunnerV1
     else:
-        from verl.trainer.main_ppo_v0 import TaskRunner
-
-        run_ppo(plan.config, task_runner_class=TaskRunner)
+        from verl.trainer.main_ppo_v0 import TaskRunner as runner
+    if on_cpu:
+        with verl_cpu.guarded_run():
+            run_ppo(plan.config, task_runner_class=runner)
+    else:
+        run_ppo(plan.config, task_runner_class=runner)
 
 
 def run_local(plan: TrainPlan) -> Any:

@@ -1,8 +1,10 @@
-"""The training wing's plugin: registers ``rewardsql train`` and ``rewardsql sft``."""
+"""The training wing's plugin: registers ``rewardsql train``, ``rewardsql sft`` and
+``rewardsql rm`` (the PRM group; ``rm train``)."""
 
 from __future__ import annotations
 
 from rewardsql.hookspec import Register, hookimpl
+from rewardsql.training.rm_command import app as rm_app
 from rewardsql.training.sft_command import sft
 from rewardsql.training.train_command import train
 
@@ -11,3 +13,5 @@ from rewardsql.training.train_command import train
 def rewardsql_commands(register: Register) -> None:
     register("train", train, summary="RL training (GRPO, PPO, ...) on verl or the local engine.")
     register("sft", sft, summary="Supervised fine-tuning with transformers.")
+    register("rm", rm_app, summary="The process reward model: train (and label, with the SQL "
+             "plugin).")

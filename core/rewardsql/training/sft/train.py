@@ -247,11 +247,13 @@ def _training_arguments(config: SFTConfig, bf16: bool, has_eval: bool, major: in
     return kwargs
 
 
-def _save_final(trainer, tokenizer, config: SFTConfig, result: SFTResult) -> None:
+def _save_final(trainer, tokenizer, config: SFTConfig, result: SFTResult,
+                files: dict[str, Any] | None = None) -> None:
     """Replace output_dir whole with the final model, carrying checkpoints and logs across.
 
     Every process takes part in saving (DeepSpeed ZeRO-3 gathers the weights); the main process
-    then swaps the directory in.
+    then swaps the directory in. ``files`` (name -> JSON data) replaces the default record files
+    (the result and the config; ``rewardsql rm train`` writes its own).
     """
     out = Path(config.output_dir)
     staging = out.with_name(f".{out.name}.final")
@@ -270,8 +272,10 @@ def _save_final(trainer, tokenizer, config: SFTConfig, result: SFTResult) -> Non
         for entry in staging.iterdir():
             os.replace(entry, tmp / entry.name)
         tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / RESULT_FILE, result.to_dict())
-        atomic_write_json(tmp / "sft_config.json", config.to_dict())
+        if files is None:
+            files = {RESULT_FILE: result.to_dict(), "sft_config.json": config.to_dict()}
+        for name, data in files.items():
+            atomic_write_json(tmp / name, data)
         moved: list[tuple[Path, Path]] = []
         try:
             for entry in sorted(out.iterdir()) if out.is_dir() else ():

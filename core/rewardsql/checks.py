@@ -24,6 +24,7 @@ from rewardsql.config import get_key, load_config
 from rewardsql.errors import ConfigError
 from rewardsql.rewards import RewardManager, RewardRequest, score_of, validate_results
 from rewardsql.section import read_section
+from rewardsql.signatures import bind_reward_function, describe_unbound, unbound_parameters
 
 CHECK_DB_ID = "rewardsql_check"
 CHECK_SQL = "SELECT name FROM singer WHERE age > 30"
@@ -144,14 +145,16 @@ def _check_advantage_estimator(fn: Callable[..., Any], _db_root: Path,
 
 
 def _check_reward_function(fn: Callable[..., Any], db_root: Path, inputs: CheckInputs) -> str:
-    kwargs = {
-        **inputs.reward_kwargs,
-        "data_source": CHECK_DATA_SOURCE,
-        "solution_str": CHECK_SQL,
-        "ground_truth": CHECK_SQL,
-        "extra_info": _extra_info(db_root),
-    }
-    value = fn(**kwargs)
+    extra_info = _extra_info(db_root)
+    unbound = unbound_parameters(fn, extra_info_keys=extra_info,
+                                 reward_kwargs=inputs.reward_kwargs)
+    if unbound:  # the trainers would fail on every call: say where the parameter can come from
+        hint = "" if inputs.reward_kwargs else " (pass --config FILE with reward_kwargs)"
+        raise CheckFailure(describe_unbound(fn, unbound[0], extra_info_keys=extra_info,
+                                            reward_kwargs=inputs.reward_kwargs) + hint)
+    bound = bind_reward_function(fn, inputs.reward_kwargs)
+    value = bound(data_source=CHECK_DATA_SOURCE, solution_str=CHECK_SQL,
+                  ground_truth=CHECK_SQL, extra_info=extra_info)
     if inspect.isawaitable(value):
         value = asyncio.run(_await(value))
     try:
@@ -170,16 +173,22 @@ async def _await(value: Any) -> Any:
 
 def _check_reward_manager(cls: type, db_root: Path, inputs: CheckInputs) -> str:
     if not (isinstance(cls, type) and issubclass(cls, RewardManager)):
-        raise CheckFailure("must be a subclass of rewardsql.RewardManager")
+        raise CheckFailure("must be a subclass of rewardsql.RewardManager (or of verl's legacy "
+                           "manager shape, which the registry adapts)")
     responses = [CHECK_SQL, "SELECT name FROM singer", "SELEC broken"]
+    prompt = "Which singers are older than 30?"
+    # a legacy-shape manager decodes token ids itself: give it a real (word-level) tokenizer
+    tokenizer = _check_tokenizer([prompt, *responses]) if getattr(
+        cls, "needs_tokenizer", False) else None
     requests = [
         RewardRequest(
             response=text,
             ground_truth=CHECK_SQL,
             data_source=CHECK_DATA_SOURCE,
             extra_info=_extra_info(db_root),
-            prompt="Which singers are older than 30?",
-            response_token_ids=tuple(range(1, len(text.split()) + 1)),
+            prompt=prompt,
+            response_token_ids=tuple(tokenizer.encode(text, add_special_tokens=False)
+                                     if tokenizer else range(1, len(text.split()) + 1)),
         )
         for text in responses
     ]
@@ -187,7 +196,7 @@ def _check_reward_manager(cls: type, db_root: Path, inputs: CheckInputs) -> str:
     if "db_root" in settings:
         settings["db_root"] = str(db_root)  # the check's database, not the training data's
     try:
-        manager = cls(settings, tokenizer=None, compute_score=None)
+        manager = cls(settings, tokenizer=tokenizer, compute_score=None)
     except ConfigError as exc:
         raise CheckFailure(f"rejects its settings: {exc}") from None
     except Exception as exc:
@@ -204,6 +213,20 @@ def _check_reward_manager(cls: type, db_root: Path, inputs: CheckInputs) -> str:
     except (TypeError, ValueError) as exc:
         raise CheckFailure(str(exc).removeprefix("score_batch: ")) from None
     return "scored " + ", ".join(f"{r.score:g}" for r in results) + f" for {len(results)} responses"
+
+
+def _check_tokenizer(texts: list[str]) -> Any:
+    """A whitespace word-level tokenizer over ``texts`` (transformers' fast tokenizer class)."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+    except ImportError as exc:
+        raise CheckFailure(f"checking a legacy-shape manager needs transformers: {exc}") from None
+    words = ["<pad>", "<eos>", *dict.fromkeys(w for t in texts for w in t.split())]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece()  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
 
 
 # -- commands ----------------------------------------------------------------------------------

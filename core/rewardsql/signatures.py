@@ -5,7 +5,8 @@ verl calls ``compute_score(data_source=, solution_str=, ground_truth=, extra_inf
 shows ``sql_reward_function(port, db_id, question_id, solution_str, ground_truth, extra_info)``.
 :func:`bind_reward_function` turns either into one callable with verl's signature: each parameter
 is taken from the call's keywords, else from a key of ``extra_info``, else from ``reward_kwargs``,
-else its default. A parameter that nothing binds is found before training by
+else its default (a function of verl's shape keeps verl's rules for its optional parameters: they
+never come from ``extra_info``). A parameter that nothing binds is found before training by
 :func:`unbound_parameters` (``rewardsql plugins check``, ``rewardsql train --dry-run``).
 
 verl imports its reward function by path in every process, so a function that needs binding is
@@ -40,6 +41,12 @@ class _Shape:
     named: tuple[inspect.Parameter, ...]
     var_keyword: bool
     is_async: bool
+
+    @property
+    def verl_shaped(self) -> bool:
+        """Takes every verl call keyword by name: its optional parameters are left to verl's
+        rules (call keywords and reward_kwargs), never filled from extra_info."""
+        return set(CALL_KEYWORDS) <= {p.name for p in self.named}
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,9 +91,10 @@ def needs_binding(fn: Callable[..., Any], reward_kwargs: Mapping[str, Any]) -> b
     shape = _shape(fn)
     names = {p.name for p in shape.named}
     offered = set(CALL_KEYWORDS) | set(reward_kwargs)
-    if not shape.var_keyword and not offered <= names:
+    if not shape.verl_shaped or (not shape.var_keyword and not offered <= names):
         return True
-    return any(p.name not in offered for p in shape.named)
+    return any(p.name not in offered and p.default is inspect.Parameter.empty
+               for p in shape.named)
 
 
 def bind_reward_function(fn: Callable[..., Any], reward_kwargs: Mapping[str, Any] | None = None
@@ -104,12 +112,15 @@ def bind_reward_function(fn: Callable[..., Any], reward_kwargs: Mapping[str, Any
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for param in shape.named:
-            for source in (call, extra, defaults):
+            optional = param.default is not inspect.Parameter.empty
+            sources = (call, defaults) if optional and shape.verl_shaped else (
+                call, extra, defaults)
+            for source in sources:
                 if param.name in source:
                     value = source[param.name]
                     break
             else:
-                if param.default is inspect.Parameter.empty:
+                if not optional:
                     raise UnboundParameterError(describe_unbound(
                         fn, param.name, extra_info_keys=extra, reward_kwargs=defaults))
                 continue

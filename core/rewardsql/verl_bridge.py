@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 import importlib.abc
 import importlib.machinery
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -31,6 +33,8 @@ from rewardsql.section import read_section
 logger = logging.getLogger(__name__)
 
 ESTIMATOR_REGISTRY_MODULE = "verl.trainer.ppo.core_algos"
+#: ``module:function,...``: plain functions to register as verl estimators in every process.
+CORE_FUNCTIONS_ENV = "REWARDSQL_CORE_FUNCTIONS"
 MANAGER_REGISTRY_MODULE = "verl.experimental.reward_loop.reward_manager.registry"
 
 
@@ -83,9 +87,36 @@ def _install_estimators(core_algos: ModuleType, report: InstallReport) -> None:
         )
 
 
+    for spec in filter(None, os.environ.get(CORE_FUNCTIONS_ENV, "").split(",")):
+        module, _, name = spec.partition(":")
+        try:
+            register_core_function(module, name)
+        except Exception as exc:  # the module moved, the name is taken
+            report.failed.append((f"--core-function {spec}", f"{type(exc).__name__}: {exc}"))
+        else:
+            report.registered.append((ComponentKind.ADVANTAGE_ESTIMATOR.value, name))
+
+
+def register_core_function(module: str, name: str) -> Callable[..., Any]:
+    """Register the plain function ``name`` of ``module`` (``--core_function`` with
+    ``--core_algos``) as verl's advantage estimator ``name``, in this process.
+
+    verl's processes do the same at ``import verl`` when :data:`CORE_FUNCTIONS_ENV` lists
+    ``module:name`` (the launcher puts it in Ray's runtime environment).
+    """
+    from verl.trainer.ppo import core_algos
+
+    fn = getattr(importlib.import_module(module), name)
+    if not callable(fn):
+        raise TypeError(f"{module}.{name} is a {type(fn).__name__}, not a function")
+    core_algos.register_adv_est(name)(fn)  # refuses a name verl already has for another
+    return fn  # type: ignore[no-any-return]
+
+
 def _install_managers(registry: ModuleType, report: InstallReport) -> None:
     for component in get_plugin_manager().components(ComponentKind.REWARD_MANAGER):
-        adapter = verl_reward_manager_class(component.obj)
+        adapter = verl_reward_manager_class(
+            component.obj, label=f"{component.name!r} of plugin {component.plugin!r}")
         _register_names(
             report,
             component,
@@ -204,7 +235,7 @@ def request_from_dataproto(data: Any, tokenizer: Any) -> RewardRequest:
     )
 
 
-def verl_reward_manager_class(manager_cls: type) -> type:
+def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
     """A verl reward-loop manager class wrapping a :class:`rewardsql.RewardManager` subclass.
 
     verl calls ``run_single`` once per sample: for a whole chunk at once (reward-model path) or
@@ -212,12 +243,15 @@ def verl_reward_manager_class(manager_cls: type) -> type:
     arrive while a ``score_batch`` call runs form the next batch; one call runs at a time.
     verl 0.9.1 takes one score per sample, so dense ``token_rewards`` are refused with a clear
     error (the local engine supports them). Scores are multiplied by the config's outcome weight;
-    ``extra`` (e.g. ``acc``) is passed on as the manager gave it.
+    ``extra`` (e.g. ``acc``) is passed on as the manager gave it. An exception of the manager
+    reaches every sample as a RuntimeError naming ``label`` (the component and its plugin).
     """
     with _lock:
         if manager_cls in _adapters:
             return _adapters[manager_cls]
         from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+
+        name = label or repr(manager_cls.__name__)
 
         class VerlRewardManager(RewardManagerBase):
             wrapped = manager_cls
@@ -266,15 +300,19 @@ def verl_reward_manager_class(manager_cls: type) -> type:
                             future.set_result(result)
 
             def _score(self, requests: list[RewardRequest]) -> list[RewardResult]:
-                source = f"reward manager {manager_cls.__name__}"
-                results = validate_results(
-                    self.manager.score_batch(requests), requests, source=source
-                )
+                source = f"reward manager {name}"
+                try:
+                    answer = self.manager.score_batch(requests)
+                except Exception as exc:  # a Ray worker's traceback would not say whose
+                    raise RuntimeError(
+                        f"{source} raised {type(exc).__name__}: {exc}") from exc
+                results = validate_results(answer, requests, source=source)
                 if any(r.token_rewards is not None for r in results):
                     raise ValueError(
                         f"{source} returned token_rewards, but verl 0.9.1's reward loop takes one "
-                        "score per sample; configure it for sequence-level scores (for "
-                        "sql_verifier: placement last_token) or use `--engine local`"
+                        "score per sample (dense rewards on verl need the PRM-RL path, not there "
+                        "yet); configure it for sequence-level scores (for sql_verifier: "
+                        "placement last_token) or use `--engine local`"
                     )
                 return results
 

@@ -36,6 +36,8 @@ class FakeSite:
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(f"[{group}]\n{entry_name or dist} = {module}\n")
+        # as pip writes it: what the distribution installed (packages_distributions reads it)
+        (info / "RECORD").write_text(f"{module}.py,,\n{info.name}/METADATA,,\n")
         self.modules.append(module)
 
     def env(self, **extra: str) -> dict[str, str]:

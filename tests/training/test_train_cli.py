@@ -220,7 +220,7 @@ def test_unknown_estimator_lists_what_is_available(full_batch: Path, tmp_path: P
 def test_ppo_algorithm_means_gae(full_batch: Path, tmp_path: Path) -> None:
     # composed and resolved only: verl's own validation would load the critic model's HF config
     plan = build_plan(TrainOptions(output_dir=tmp_path, config=SHIPPED_GRPO, algorithm="ppo",
-                                   data_path=full_batch))
+                                   data_path=full_batch, overrides=["critic.model.path=/m"]))
     assert plan.config.algorithm.adv_estimator == "gae"
     assert plan.estimator.describe() == "gae (alias ppo; verl)"
 

@@ -123,10 +123,12 @@ def check_plugins(
         typer.echo(
             f"error: {c.kind.label} {c.name!r} ({c.plugin}) failed: {result.detail}", err=True
         )
-    if wanted and not results and not broken and not unknown:
-        typer.echo(f"error: {', '.join(sorted(wanted))} provides no component to check", err=True)
-        raise typer.Exit(1)
-    if failed or broken or unknown:
+    # a named plugin that registered nothing (e.g. its decorators filed nowhere) is a failure
+    empty = sorted(n for n in wanted if not any(n in {c.plugin, *c.names} for c in components)
+                   and n not in unknown and not any(r.name == n and r.error for r in records))
+    for name in empty:
+        typer.echo(f"error: {name} provides no component to check", err=True)
+    if failed or broken or unknown or empty:
         raise typer.Exit(1)
     if not results:
         typer.echo("No components to check.")

@@ -112,8 +112,20 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         text.lstrip("+~").split("=", 1)[0] for text in options.overrides}
 
     # -- resolve what the config names
+    if not (options.core_function or config_core_function or options.algorithm) and (
+            "algorithm.adv_estimator" not in explicit):
+        raise ConfigError(
+            "no advantage estimator: pass --algorithm (grpo, rloo, ppo, ...) or --core_function "
+            "NAME with --core_algos MODULE, or set algorithm.adv_estimator in the config",
+            key="algorithm.adv_estimator")
+    core_functions = _plain_core_function(config, core_algos, notes)
     chosen = resolve.resolve_estimator(str(_select(config, "algorithm.adv_estimator")))
     set_key(config, "algorithm.adv_estimator", chosen.name)
+    if chosen.name == "gae" and "critic.model.path" not in explicit:
+        raise ConfigError(
+            "PPO (estimator gae) trains a critic, and verl's default critic model path does not "
+            "exist: set critic.model.path (e.g. to the policy's actor_rollout_ref.model.path), "
+            "or use --algorithm grpo, which needs no critic", key="critic.model.path")
     section = read_section(config)
     if section.reward_function:
         path, name = resolve.reward_function_target(section.reward_function)
@@ -130,6 +142,10 @@ def build_plan(options: TrainOptions) -> TrainPlan:
     resolve.check_manager_settings(manager, read_section(config).reward_manager)
 
     env_vars = resolve.runtime_env_vars(core_algos)
+    if core_functions:  # verl's Ray processes register the plain function at `import verl`
+        from rewardsql.verl_bridge import CORE_FUNCTIONS_ENV
+
+        env_vars[CORE_FUNCTIONS_ENV] = core_functions
     if verl_cpu:
         from rewardsql.training.verl_cpu import CPU_ENV
 
@@ -144,6 +160,8 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         plan.warnings.append(f"actor_rollout_ref.model.path: {model} does not exist on this "
                              "machine (fine if it exists where training runs)")
     plan.data = check_data_files(config)
+    if reward_function is not None:
+        _bind_reward_function(plan, reward_function)
     rows = sum(f.rows for f in plan.data["data.train_files"])
     batch = _select(config, "data.train_batch_size")
     if isinstance(batch, int) and rows < batch:
@@ -151,6 +169,59 @@ def build_plan(options: TrainOptions) -> TrainPlan:
             f"data.train_files: {rows} rows, fewer than data.train_batch_size={batch}: verl "
             "drops the incomplete batch, so no training step would run")
     return plan
+
+
+def _plain_core_function(config: Any, core_algos: list[resolve.CoreAlgos],
+                         notes: list[str]) -> str:
+    """``module:name`` when the estimator is a plain function of a ``--core-algos`` module (not
+    registered anywhere), registered into verl's registry here; else ``""``."""
+    name = str(_select(config, "algorithm.adv_estimator"))
+    if not core_algos or name in resolve.verl_builtin_estimators():
+        return ""
+    try:
+        resolve.resolve_estimator(name)
+        return ""  # a registered estimator (decorator, plugin, verl) goes first
+    except ConfigError:
+        found = resolve.find_core_function(name, core_algos)
+        if found is None:
+            raise
+    from rewardsql.verl_bridge import register_core_function
+
+    try:
+        register_core_function(found.module, name)
+    except Exception as exc:  # verl refuses a name it has for another function
+        raise ConfigError(f"cannot register {found.module}.{name} as an estimator: "
+                          f"{type(exc).__name__}: {exc}", source="--core-function") from None
+    notes.append(f"algorithm.adv_estimator={name}: the plain function {name} of --core-algos "
+                 f"{found.spec}, registered in verl in every process")
+    return f"{found.module}:{name}"
+
+
+def _bind_reward_function(plan: TrainPlan, function: resolve.Resolved) -> None:
+    """Check that every parameter of the reward function is bound (by verl's call, the data's
+    extra_info, or reward_kwargs); one that needs binding by name is called by verl through
+    :func:`rewardsql.signatures.compute_score`."""
+    from omegaconf import OmegaConf
+
+    from rewardsql.signatures import REWARD_KWARGS_KEY, dispatch_kwargs, needs_binding
+
+    config = plan.config
+    node = _select(config, REWARD_KWARGS_KEY) or {}
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    kwargs: dict[str, Any] = {str(k): v for k, v in plain.items()} if isinstance(
+        plain, dict) else {}
+    keys = sorted({k for f in plan.data["data.train_files"] for k in f.extra_info_keys})
+    resolve.check_reward_function_binding(function, keys, kwargs)
+    if not needs_binding(function.obj, kwargs):
+        return
+    path = str(_select(config, "reward.custom_reward_function.path"))
+    name = str(_select(config, "reward.custom_reward_function.name"))
+    entry, wrapped = dispatch_kwargs(path, name, kwargs, label=function.provider)
+    set_key(config, "reward.custom_reward_function.path", "pkg://rewardsql.signatures")
+    set_key(config, "reward.custom_reward_function.name", entry)
+    set_key(config, REWARD_KWARGS_KEY, wrapped)
+    plan.notes.append(f"reward.custom_reward_function: {path}:{name} takes its parameters by name; "
+                      f"verl calls it through rewardsql.signatures.{entry}")
 
 
 def _apply_options(config: Any, options: TrainOptions, config_core_function: str | None,
@@ -162,6 +233,11 @@ def _apply_options(config: Any, options: TrainOptions, config_core_function: str
         set_key(config, "data.val_files", val)
         if note:
             warnings.append(f"--data-path: {note}")
+    if options.algorithm:
+        suited = resolve.estimator_for_algorithm(options.algorithm)  # refuses prime, with why
+        if not (options.core_function or config_core_function):
+            notes.append(f"algorithm.adv_estimator={suited}: the estimator suited to "
+                         f"--algorithm {options.algorithm}")
     estimator = options.core_function or config_core_function or options.algorithm
     if options.core_function and config_core_function:
         notes.append(f"--core-function {options.core_function} replaces the config's "

@@ -15,11 +15,26 @@ from typing import Any
 
 from rewardsql.components import ComponentKind
 from rewardsql.errors import ConfigError, PluginError, UnknownComponentError
+from rewardsql.legacy import is_legacy_manager
 from rewardsql.registry import get_plugin_manager
 from rewardsql.section import MANAGER_SETTINGS_KEY, REWARD_FUNCTION_KEY
 
 #: ``--algorithm`` spellings that are not estimator names.
 ALGORITHM_ALIASES: dict[str, str] = {"ppo": "gae"}
+#: ``--algorithm`` values that name no estimator of verl 0.9.1, and what to do instead.
+NOT_AN_ESTIMATOR: dict[str, str] = {
+    "prime": "PRIME is a separate verl recipe (recipe/prime in verl's repository), not part of "
+             "verl 0.9.1's trainer that rewardsql drives; use --algorithm grpo (or rloo) with a "
+             "process reward through rewardsql.reward_weights, or run verl's PRIME recipe "
+             "itself",
+}
+
+
+def estimator_for_algorithm(algorithm: str) -> str:
+    """The estimator suited to ``--algorithm`` (grpo -> grpo, ppo -> gae, rloo -> rloo, ...)."""
+    if algorithm in NOT_AN_ESTIMATOR:
+        raise ConfigError(NOT_AN_ESTIMATOR[algorithm], source="--algorithm")
+    return ALGORITHM_ALIASES.get(algorithm, algorithm)
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,15 @@ def import_core_algos(spec: str) -> CoreAlgos:
     return CoreAlgos(spec, module_name, directory)
 
 
+def find_core_function(name: str, core_algos: Sequence[CoreAlgos]) -> CoreAlgos | None:
+    """The ``--core-algos`` module with a plain (undecorated) function called ``name``, as the
+    original RewardSQL's ``--core_function`` finds it (None when no module has one)."""
+    for algos in core_algos:
+        if callable(getattr(sys.modules.get(algos.module), name, None)):
+            return algos
+    return None
+
+
 def runtime_env_vars(core_algos: Sequence[CoreAlgos]) -> dict[str, str]:
     """Environment variables that make verl's Ray processes import the ``--core-algos`` modules.
 
@@ -177,6 +201,13 @@ def resolve_reward_manager(source: str, name: str, module_path: str | None = Non
         except Exception as exc:
             raise ConfigError(f"cannot load {name!r} from {module_path!r}: {exc}",
                               key="reward.reward_manager.module.path") from None
+        if is_legacy_manager(obj):  # verl's reward loop would call it with other arguments
+            raise ConfigError(
+                f"{name!r} in {module_path!r} is a reward manager of verl's legacy shape "
+                "(tokenizer, num_examine, ...), which verl 0.9.1's reward loop cannot load by "
+                "path: register it with @rewardsql.register_reward_manager (or the "
+                "rewardsql_reward_managers hook) and set reward.reward_manager.source=register "
+                "and reward.reward_manager.name to its name", key="reward.reward_manager.source")
         return Resolved(name, name, module_path, obj)
     if source != "register":
         raise ConfigError(f"expected 'register' or 'importlib', got {source!r}",
@@ -286,6 +317,21 @@ def resolve_reward_function(path: str | None, name: str | None) -> Resolved | No
     return Resolved(f"{path}:{name}", f"{path}:{name}", label, obj)
 
 
+def check_reward_function_binding(function: Resolved, extra_info_keys: Sequence[str],
+                                  reward_kwargs: dict[str, Any]) -> None:
+    """Every parameter of the reward function is bound by verl's call keywords, a key of the
+    data's extra_info, or reward_kwargs; else a ConfigError naming it and where it could come
+    from (it would be a TypeError on every call inside training)."""
+    from rewardsql.signatures import REWARD_KWARGS_KEY, describe_unbound, unbound_parameters
+
+    unbound = unbound_parameters(function.obj, extra_info_keys=extra_info_keys,
+                                 reward_kwargs=reward_kwargs)
+    if unbound:
+        raise ConfigError(describe_unbound(function.obj, unbound[0],
+                                           extra_info_keys=extra_info_keys,
+                                           reward_kwargs=reward_kwargs), key=REWARD_KWARGS_KEY)
+
+
 # -- data -------------------------------------------------------------------------------------
 
 
@@ -295,6 +341,8 @@ class DataFile:
 
     path: Path
     rows: int
+    #: The fields of its ``extra_info`` struct column (what a reward function can bind).
+    extra_info_keys: tuple[str, ...] = ()
 
 
 def required_columns(prompt_key: str, data_source_key: str) -> tuple[str, ...]:
@@ -329,7 +377,11 @@ def check_data_file(path: str | os.PathLike[str], columns: Sequence[str], key: s
             if not pa.types.is_struct(kind) or kind.get_field_index(sub) < 0:
                 raise ConfigError(f"{file}: missing column {column!r} (column {top!r} is {kind})",
                                   key=key)
-    return DataFile(file, parquet.metadata.num_rows)
+    index = schema.get_field_index("extra_info")
+    kind = schema.field(index).type if index >= 0 else None
+    keys = tuple(kind.field(i).name for i in range(kind.num_fields)) if (
+        kind is not None and pa.types.is_struct(kind)) else ()
+    return DataFile(file, parquet.metadata.num_rows, keys)
 
 
 def data_files(value: Any) -> list[str]:

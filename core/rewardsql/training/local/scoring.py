@@ -19,6 +19,7 @@ from rewardsql.api import get_reward_function, get_reward_manager
 from rewardsql.errors import ConfigError, UnknownComponentError
 from rewardsql.rewards import RewardManager, RewardRequest, RewardResult, score_of
 from rewardsql.section import MANAGER_SETTINGS_KEY, REWARD_FUNCTION_KEY
+from rewardsql.signatures import bind_reward_function
 
 #: verl's default manager name; with a custom reward function it means "call it per sample".
 VERL_NAIVE = "naive"
@@ -38,8 +39,8 @@ async def _await(value: Any) -> Any:
 def load_reward_function(settings: Any) -> Callable[..., Any] | None:
     """The custom reward function: ``reward.custom_reward_function.path``/``name`` loaded with
     verl's loader, else the rewardsql reward function named by ``rewardsql.reward_function``
-    (None when neither is set: verl ignores ``name`` without ``path``). ``reward_kwargs`` are
-    passed to every call, as verl does."""
+    (None when neither is set: verl ignores ``name`` without ``path``), bound by parameter name
+    (:func:`rewardsql.signatures.bind_reward_function`) with ``reward_kwargs``."""
     if settings.reward_function_path:
         from verl.utils.import_utils import load_extern_object
 
@@ -55,14 +56,10 @@ def load_reward_function(settings: Any) -> Callable[..., Any] | None:
             raise exc.at(key=REWARD_FUNCTION_KEY) from None
     else:
         return None
-    kwargs = dict(settings.reward_kwargs)
-    if not kwargs:
-        return fn
-
-    def with_kwargs(**call_kwargs: Any) -> Any:
-        return fn(**{**call_kwargs, **kwargs})
-
-    return with_kwargs
+    if not callable(fn):
+        raise ConfigError(f"{fn!r} is not callable", key="reward.custom_reward_function.name")
+    # any shape: parameters bound by name from the call, extra_info, then reward_kwargs
+    return bind_reward_function(fn, dict(settings.reward_kwargs))
 
 
 class RewardSource:

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from rewardsql_sql_reward import SQLVerifier
@@ -98,6 +99,10 @@ def normal_batches(paths: list[Path], pairs: int, repeats: int, seed: int
                 times[on].append(time.perf_counter() - start)
     same = [(v.correct, v.status) for v in verdicts[True]] == [
         (v.correct, v.status) for v in verdicts[False]]
+    if not same:
+        for on in (True, False):
+            counts = Counter(v.status for v in verdicts[on])
+            print(f"    statuses with the budget {'on' if on else 'off'}: {dict(counts)}")
     return statistics.median(times[True]), statistics.median(times[False]), same
 
 

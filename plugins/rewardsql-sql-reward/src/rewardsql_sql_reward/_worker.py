@@ -137,13 +137,18 @@ class Executor:
         self.identities: dict[str, tuple[int, int] | None] = {}
         self.deadline = math.inf
         self.cpu_deadline = math.inf  # in this thread's CPU time
+        #: Before this (monotonic) time the slice cannot be used up: CPU time never runs ahead
+        #: of wall-clock time, and reading the CPU clock is a system call.
+        self.slice_check = math.inf
         self.timed_out = False
         self.sliced = False  # stopped by the CPU slice, not the timeout
 
     def _out_of_time(self) -> bool:
-        if time.monotonic() > self.deadline:
+        now = time.monotonic()
+        if now > self.deadline:
             return True
-        self.sliced = time.thread_time() > self.cpu_deadline
+        if now > self.slice_check:
+            self.sliced = time.thread_time() > self.cpu_deadline
         return self.sliced
 
     def _progress(self) -> int:
@@ -207,6 +212,7 @@ class Executor:
         self.deadline = time.monotonic() + timeout
         if cpu_slice is not None:
             self.cpu_deadline = time.thread_time() + cpu_slice
+            self.slice_check = time.monotonic() + cpu_slice
         cursor = None
         try:
             cursor = conn.execute(sql)
@@ -241,7 +247,7 @@ class Executor:
         except Exception as exc:  # anything else a hostile query provokes is its own failure
             status, payload, error = "error", None, f"{type(exc).__name__}: {exc}"
         finally:
-            self.deadline = self.cpu_deadline = math.inf
+            self.deadline = self.cpu_deadline = self.slice_check = math.inf
             if cursor is not None:
                 cursor.close()  # release the statement and its read lock
         if status == "timeout" and self.sliced:

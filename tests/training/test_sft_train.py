@@ -148,3 +148,29 @@ def test_a_config_file_with_learning_rate_1e_5_trains(tmp_path_factory, tmp_path
     assert config.learning_rate == 1e-5
     result = run_sft(config)
     assert result.steps == 2 and (tmp_path / "out" / "config.json").is_file()
+
+
+class _Marker:
+    """Unpickling this would create a file: what a hostile checkpoint can do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_crafted_pickle_in_a_checkpoint_is_refused_in_one_line(tmp_path_factory, tmp_path):
+    import pickle
+
+    from rewardsql.errors import LaunchError
+
+    out = tmp_path / "sft"
+    run_sft(_config(tmp_path_factory, out, max_steps=1, save_steps=1, save_total_limit=None,
+                    resume_from_checkpoint="auto"))
+    marker = tmp_path / "pwned"
+    (out / "checkpoint-1" / "rng_state.pth").write_bytes(pickle.dumps(_Marker(marker)))
+    with pytest.raises(LaunchError, match="cannot resume from .*checkpoint-1 safely"):
+        run_sft(_config(tmp_path_factory, out, max_steps=2, save_steps=1,
+                        save_total_limit=None, resume_from_checkpoint="auto"))
+    assert not marker.exists()

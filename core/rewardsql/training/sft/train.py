@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import pickle
 import shutil
 import time
 import warnings
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardsql.errors import ConfigError
+from rewardsql.errors import ConfigError, LaunchError
 from rewardsql.io import atomic_directory, atomic_write_json
 from rewardsql.training.cpu_math import describe_cpu_math
 from rewardsql.training.sft.config import SFTConfig, check_paths
@@ -200,7 +201,11 @@ def run_sft(config: SFTConfig) -> SFTResult:
     if resume is not None:
         start_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
         log.info("resuming from %s (step %d)", resume, start_step)
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except pickle.UnpicklingError as exc:  # transformers loads resume files weights-only
+        raise LaunchError(f"cannot resume from {resume} safely (only tensors and plain state "
+                          f"are loaded): {str(exc).splitlines()[0]}") from None
     eval_loss = losses.evals[-1] if losses.evals else None
     if evaluation is not None and eval_loss is None:
         eval_loss = float(trainer.evaluate()["eval_loss"])

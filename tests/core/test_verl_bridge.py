@@ -358,3 +358,145 @@ def test_the_bridge_reads_the_rewardsql_section():
     assert read_section({"rewardsql": {"reward_manager": {"a": 1}}}).reward_manager == {"a": 1}
     cfg = OmegaConf.create({"x": 2, "rewardsql": {"reward_manager": {"a": "${x}"}}})
     assert read_section(cfg).reward_manager == {"a": 2}
+
+
+# -- the original RewardSQL README's shapes in verl's reward loop ------------------------------
+
+
+@pytest.fixture
+def readme_plugin(fake_site, monkeypatch):
+    import importlib
+
+    import _readme_plugin
+
+    _readme_plugin.install(fake_site.root)
+    fake_site.modules.append(_readme_plugin.MODULE)
+    importlib.invalidate_caches()
+    monkeypatch.setenv("REWARDSQL_PLUGINS", _readme_plugin.DIST)
+    return _readme_plugin
+
+
+def _check_db(tmp_path):
+    from rewardsql.checks import _make_check_database
+
+    return str(_make_check_database(tmp_path))
+
+
+def _with_db(data, db_root, gold):
+    n = len(data)
+    data.non_tensor_batch["extra_info"] = np.array(
+        [{"db_id": "rewardsql_check", "db_root": db_root, "question_id": i} for i in range(n)],
+        dtype=object)
+    data.non_tensor_batch["reward_model"] = np.array([{"ground_truth": gold}] * n, dtype=object)
+    return data
+
+
+def test_readme_function_through_verls_naive_reward_loop(tokenizer, readme_plugin, tmp_path):
+    """verl loads the function by path from the config (as every Ray worker does), its naive
+    reward-loop manager calls it; the parameters are bound by name."""
+    from rewardsql.signatures import dispatch_kwargs
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    entry, kwargs = dispatch_kwargs(f"pkg://{readme_plugin.MODULE}", "sql_reward_function",
+                                    {"port": 5432})
+    config = OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": "pkg://rewardsql.signatures", "name": entry, "reward_kwargs": kwargs}}})
+    gold = "SELECT name FROM singer WHERE age > 30"
+    data = _with_db(_batch(tokenizer, ["who"] * 2, [gold, "SELECT name FROM singer"]),
+                    _check_db(tmp_path), gold)
+
+    async def run():  # verl's manager keeps the loop it was built in
+        manager = NaiveRewardManager(config, tokenizer, get_custom_reward_fn(config))
+        worker = SimpleNamespace(config=config, reward_manager=manager)
+        worker.compute_score = functools.partial(RewardLoopWorker.compute_score, worker)
+        return await RewardLoopWorker.compute_score_batch(worker, data)
+
+    outputs = asyncio.run(run())
+
+    assert [o["reward_score"] for o in outputs] == [1.0, 0.0]
+    import readme_sql_plugin
+
+    assert sorted(readme_sql_plugin.CALLS) == [(5432, "rewardsql_check", 0),
+                                               (5432, "rewardsql_check", 1)]
+
+
+def test_readme_function_error_names_the_function(tokenizer, readme_plugin):
+    from rewardsql.signatures import compute_score, dispatch_kwargs
+
+    _, kwargs = dispatch_kwargs(f"pkg://{readme_plugin.MODULE}", "sql_reward_function", {},
+                                label="readme_sql_reward, readme-sql-plugin")
+    with pytest.raises(TypeError, match="nothing binds parameter 'port'"):
+        compute_score("d", "SELECT 1", "SELECT 1", {"db_id": "x", "question_id": 1}, **kwargs)
+    _, kwargs = dispatch_kwargs(f"pkg://{readme_plugin.MODULE}", "sql_reward_function",
+                                {"port": 1}, label="readme_sql_reward, readme-sql-plugin")
+    with pytest.raises(RuntimeError, match=r"readme_sql_reward, readme-sql-plugin raised "
+                                           r"KeyError: 'db_root'"):
+        compute_score("d", "SELECT 1", "SELECT 1", {"db_id": "x", "question_id": 1}, **kwargs)
+
+
+def test_readme_legacy_manager_through_verls_reward_loop(tokenizer, readme_plugin, tmp_path):
+    """The legacy-shape manager, registered by decorator, installed into verl's registry by the
+    bridge and driven by verl's RewardLoopWorker; dense rows are refused with the reason."""
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+
+    install_into_verl()
+    adapter_cls = get_reward_manager_cls("readme_manager")
+    assert adapter_cls.wrapped.wrapped.__name__ == "ReadmeRewardManager"
+    gold = "SELECT name FROM singer WHERE age > 30"
+    db_root = _check_db(tmp_path)
+    for dense in (False, True):
+        config = _verl_config(port=5432, dense=dense)
+        worker = SimpleNamespace(config=config,
+                                 reward_manager=adapter_cls(config, tokenizer, None))
+        worker.compute_score = functools.partial(RewardLoopWorker.compute_score, worker)
+        data = _with_db(_batch(tokenizer, ["who"] * 2, [gold, "SELECT name"]), db_root, gold)
+        if not dense:
+            outputs = asyncio.run(RewardLoopWorker.compute_score_batch(worker, data))
+            assert [o["reward_score"] for o in outputs] == [1.0, 0.0]
+            assert [o["reward_extra_info"] for o in outputs] == [{"acc": 1.0}, {"acc": 0.0}]
+        else:
+            with pytest.raises(ValueError, match="dense rewards on verl need the PRM-RL path"):
+                asyncio.run(RewardLoopWorker.compute_score_batch(worker, data))
+
+
+def test_a_raising_manager_in_verl_names_plugin_and_component(tokenizer, fake_site, monkeypatch):
+    fake_site.add("raising-plugin", "fake_raising", """
+        import rewardsql
+
+        class Raising(rewardsql.RewardManager):
+            def score_batch(self, requests):
+                raise ConnectionError("sql service on port 5432 refused")
+
+        @rewardsql.hookimpl
+        def rewardsql_reward_managers(register):
+            register("raising_manager", Raising)
+    """)
+    monkeypatch.setenv("REWARDSQL_PLUGINS", "raising-plugin")
+    from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+
+    install_into_verl()
+    adapter = get_reward_manager_cls("raising_manager")(_verl_config(), tokenizer, None)
+    data = _batch(tokenizer, ["who"], ["SELECT"])
+    with pytest.raises(RuntimeError) as err:
+        asyncio.run(adapter.run_single(data[0:1]))
+    assert str(err.value) == ("reward manager 'raising_manager' of plugin 'raising-plugin' raised "
+                              "ConnectionError: sql service on port 5432 refused")
+
+
+def test_core_function_env_registers_a_plain_function_in_a_fresh_verl(fake_site):
+    """What every Ray process does: REWARDSQL_CORE_FUNCTIONS names module:function."""
+    (fake_site.root / "plain_algos.py").write_text(textwrap.dedent("""
+        def compute_my_advantage(token_level_rewards, response_mask, **kwargs):
+            return token_level_rewards, token_level_rewards
+    """))
+    fake_site.modules.append("plain_algos")
+    probe = ("from verl.trainer.ppo import core_algos; "
+             "fn = core_algos.get_adv_estimator_fn('compute_my_advantage'); "
+             "print(fn.__module__, fn.__name__)")
+    result = fake_site.run("-c", probe, REWARDSQL_PLUGINS="none",
+                           REWARDSQL_CORE_FUNCTIONS="plain_algos:compute_my_advantage")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["plain_algos", "compute_my_advantage"]

@@ -32,9 +32,11 @@ from rewardsql_sql_reward.verifier import (
 
 __all__ = [
     "STEP_TAG",
+    "annotation_failed",
     "execute_steps",
     "execute_steps_batch",
     "split_steps",
+    "step_annotations_batch",
     "step_queries",
     "summarize",
     "to_tagged",
@@ -45,6 +47,7 @@ _BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
 #: Rows shown per intermediate step, and the length the summary is cut at (published values).
 RESULT_ROWS = 50
 RESULT_CHARS = 500
+_FAILED = "Execution error: "
 
 
 def _raw_steps(text: str) -> list[str]:
@@ -100,7 +103,7 @@ def summarize(result: ExecResult, max_chars: int = RESULT_CHARS) -> str:
     closed with ``...}``; on failure ``Execution error: <message>``.
     """
     if not result.ok:
-        return f"Execution error: {result.error}"
+        return f"{_FAILED}{result.error}"
     text = str(dict(Counter(result.rows or [])))
     return text[:max_chars] + "...}" if len(text) > max_chars else text
 
@@ -140,6 +143,22 @@ def execute_steps_batch(
     timeout: float | None = None,
 ) -> list[str]:
     """:func:`execute_steps` for many ``(response, db_id)`` pairs; one parallel verifier call."""
+    return [_annotate(steps, notes) for steps, notes in step_annotations_batch(
+        items, verifier, limit=limit, max_chars=max_chars, annotate_final=annotate_final,
+        timeout=timeout)]
+
+
+def step_annotations_batch(
+    items: Sequence[tuple[str, DatabaseRef]],
+    verifier: SQLVerifier | str | os.PathLike | Mapping[str, str | os.PathLike],
+    *,
+    limit: int = RESULT_ROWS,
+    max_chars: int = RESULT_CHARS,
+    annotate_final: bool = True,
+    timeout: float | None = None,
+) -> list[tuple[list[str], list[str | None]]]:
+    """Each response's steps and each step's annotation (:func:`summarize` of its query; None
+    for the final step when ``annotate_final`` is false), one parallel verifier call."""
     if isinstance(verifier, SQLVerifier):
         resolve = verifier
     else:  # a db_root: the process-wide verifier, with databases passed as paths
@@ -174,8 +193,13 @@ def execute_steps_batch(
         fresh[key] = summarize(result, max_chars)
         if result.status in ("ok", "error") and not key[0].startswith("?"):
             _CACHE.put(key, fresh[key])
-    return [_annotate(steps, [None if k is None else fresh.get(k) or _CACHE.get(k) or ""
-                              for k in keys]) for steps, keys in plans]
+    return [(steps, [None if k is None else fresh.get(k) or _CACHE.get(k) or "" for k in keys])
+            for steps, keys in plans]
+
+
+def annotation_failed(note: str | None) -> bool:
+    """Whether a step annotation reports a failed execution (see :func:`summarize`)."""
+    return note is not None and note.startswith(_FAILED)
 
 
 def _annotate(steps: list[str], annotations: list[str | None]) -> str:

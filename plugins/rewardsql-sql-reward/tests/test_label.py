@@ -1,0 +1,135 @@
+"""Step labels by execution against a loop oracle written from spec/prm.md, on hand-made CoCTE
+responses and the real verifier; completions come from a deterministic stand-in for the policy
+(the labelling logic needs no model)."""
+
+from __future__ import annotations
+
+import pytest
+from rewardsql_sql_reward import STEP_TAG, SQLVerifier, extract_sql
+from rewardsql_sql_reward.annotate import Annotation, build_prm_inputs
+from rewardsql_sql_reward.extract import CTE_DEF
+from rewardsql_sql_reward.label import PrefixValues, label_response
+
+GOLD = "SELECT name FROM singer WHERE country = 'US' AND age > 30"
+US = "WITH us AS (SELECT * FROM singer WHERE country = 'US')"
+UK = "WITH us AS (SELECT * FROM singer WHERE country = 'UK')"
+RESPONSES = {
+    "correct chain": [US, "older AS (SELECT * FROM us WHERE age > 30)",
+                      "SELECT name FROM older"],
+    "wrong middle step": [US, "older AS (SELECT * FROM us WHERE age > 40)",
+                          "SELECT name FROM older"],
+    "failing step": [US, "older AS (SELECT * FROM us WHERE agee > 30)",
+                     "SELECT name FROM older"],
+    "wrong first step": [UK, "older AS (SELECT * FROM us WHERE age > 30)",
+                         "SELECT name FROM older"],
+    "wrong third of five": [US, "a AS (SELECT * FROM us WHERE age > 0)",
+                            "b AS (SELECT * FROM a WHERE age > 40)", "c AS (SELECT * FROM b)",
+                            "SELECT name FROM c"],
+    "wrong last step": [US, "older AS (SELECT * FROM us WHERE age > 30)",
+                        "SELECT name FROM us"],
+    "no tags, correct": "SELECT name FROM singer WHERE country = 'US' AND age > 30",
+    "no tags, wrong": "SELECT name FROM singer WHERE country = 'US'",
+}
+
+
+def _tagged(steps) -> str:
+    return "".join(step + STEP_TAG for step in steps)
+
+
+def complete(prefix, m):
+    """Two continuations of the prefix's last CTE, alternated: one right when the CTE holds the
+    US singers (filtered or not), one right only when it holds exactly the answer rows."""
+    name = CTE_DEF.match(prefix[-1]).group(1)
+    rests = [f"SELECT name FROM {name} WHERE age > 30", f"SELECT name FROM {name}"]
+    return [_tagged([*prefix, rests[i % 2]]) for i in range(m)]
+
+
+def oracle(steps, failed, outcome, judge, m):
+    """The spec, step by step: every prefix is sampled (Math-Shepherd, plus the response's own
+    continuation), a failing step and every step after the first "-" are "-"."""
+    labels, soft = [], []
+    for k in range(len(steps)):
+        if "-" in labels or failed[k]:
+            labels.append("-")
+            soft.append(0.0)
+        elif k == len(steps) - 1:
+            labels.append("+" if outcome else "-")
+            soft.append(1.0 if outcome else 0.0)
+        else:
+            correct = sum(judge(complete(steps[:k + 1], m))) + outcome
+            labels.append("+" if correct else "-")
+            soft.append(correct / (m + 1) if correct else 0.0)
+    return labels, soft
+
+
+@pytest.fixture
+def judge(verifier: SQLVerifier):
+    def run(responses):
+        verdicts = verifier.verify_batch([("concert", extract_sql(r), GOLD) for r in responses])
+        return [v.correct for v in verdicts]
+    return run
+
+
+@pytest.mark.parametrize("name", sorted(RESPONSES))
+@pytest.mark.parametrize("m", [1, 4])
+def test_labels_agree_with_the_loop_oracle(name, m, verifier, judge):
+    response = RESPONSES[name]
+    text = response if isinstance(response, str) else _tagged(response)
+    prm_input = build_prm_inputs([("", text, "concert")], verifier)[0]
+    steps, failed = prm_input.steps, prm_input.failed
+    outcome = judge([text])[0]
+    expected, expected_soft = oracle(steps, failed, outcome, judge, m)
+    every = label_response(steps, failed, outcome, PrefixValues(complete, judge, m), "every")
+    binary = label_response(steps, failed, outcome, PrefixValues(complete, judge, m), "binary")
+    assert every.labels == binary.labels == expected
+    assert every.soft == pytest.approx(expected_soft)
+    assert every.first_error == (expected.index("-") if "-" in expected else None)
+    assert binary.first_error == every.first_error
+    assert all(s >= 0.5 for s, lab in zip(binary.soft, binary.labels, strict=True) if lab == "+"
+               and m == 1)
+
+
+def test_the_cases_cover_what_the_spec_names(verifier, judge):
+    got = {}
+    rollouts = {"binary": 0, "every": 0}
+    for name, response in RESPONSES.items():
+        text = response if isinstance(response, str) else _tagged(response)
+        prm_input = build_prm_inputs([("", text, "concert")], verifier)[0]
+        for search in rollouts:
+            labels = label_response(prm_input.steps, prm_input.failed, judge([text])[0],
+                                    PrefixValues(complete, judge, 2), search)
+            rollouts[search] += labels.rollouts
+        got[name] = labels.labels
+    # an early error costs binary search more than a walk from the start; in total it is less
+    assert rollouts["binary"] < rollouts["every"]
+    assert got["correct chain"] == ["+", "+", "+"]
+    assert got["wrong middle step"] == ["+", "-", "-"]
+    assert got["failing step"] == ["+", "-", "-"]
+    assert got["wrong first step"] == ["-", "-", "-"]
+    assert got["wrong third of five"] == ["+", "+", "-", "-", "-"]
+    assert got["wrong last step"] == ["+", "+", "-"]
+    assert got["no tags, correct"] == ["+"] and got["no tags, wrong"] == ["-"]
+
+
+def test_a_correct_response_needs_no_rollouts_and_prefixes_are_reused(judge):
+    values = PrefixValues(complete, judge, 4)
+    steps = RESPONSES["correct chain"]
+    assert label_response(steps, [False] * 3, True, values).rollouts == 0
+    wrong = RESPONSES["wrong middle step"]
+    first = label_response(wrong, [False] * 3, False, values)
+    # another sample of the question with the same first two steps
+    again = label_response([*wrong[:2], "SELECT name FROM older"], [False] * 3, False, values)
+    assert first.rollouts > 0 and again.rollouts == 0  # the same prefixes: sampled once
+
+
+def test_annotation_builder(verifier):
+    steps = RESPONSES["failing step"]
+    annotated, plain = (build_prm_inputs([("Q:", steps, "concert")], verifier, Annotation(e))[0]
+                        for e in (True, False))
+    assert annotated.failed == plain.failed == [False, True, True]
+    assert annotated.annotated_steps[0] == f"{US}<result>{{(3, 'Cy', 33, 'US'): 1, " \
+                                           "(4, 'Di', 29, 'US'): 1}</result>"
+    assert "no such column: agee" in annotated.annotated_steps[1]
+    assert plain.annotated_steps == steps and plain.text == "Q:" + _tagged(steps)
+    unexecuted = build_prm_inputs([("Q:", _tagged(steps), "concert")], None)[0]
+    assert unexecuted.failed == [False] * 3 and unexecuted.steps == steps

@@ -99,7 +99,11 @@ def require(module: str, purpose: str, extra: str) -> None:
 
     ``purpose`` says what needs it, ``extra`` which extra of ``rewardsql`` installs it.
     """
-    if importlib.util.find_spec(module) is None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent package missing, or blocked (sys.modules None)
+        spec = None
+    if spec is None:
         raise MissingDependencyError(
             f"{purpose} needs {module}, which is not installed here: pip install "
             f"'rewardsql[{extra}]' (from a checkout: pip install -c constraints.txt -e "

@@ -29,7 +29,7 @@ from typing import Any
 
 from rewardsql.config import set_key, to_plain
 from rewardsql.demo.tiny import CONFIG_DIR
-from rewardsql.errors import ConfigError, require_verl
+from rewardsql.errors import ConfigError, require, require_verl
 from rewardsql.io import atomic_write, atomic_write_json
 from rewardsql.section import MANAGER_SETTINGS_KEY
 from rewardsql.training.cpu_math import cpu_math_label
@@ -104,6 +104,9 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     process computed with reproducible CPU arithmetic (``rewardsql.training.cpu_math``: the CLI's
     default), and of which class.
     """
+    # Before any work: the train extra (the report's plot, minutes from now, needs matplotlib).
+    for module in ("torch", "transformers", "matplotlib"):
+        require(module, "rewardsql demo", "train")
     import torch
 
     from rewardsql.demo.tiny import build_example, build_tiny_model

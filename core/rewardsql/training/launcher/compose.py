@@ -142,7 +142,7 @@ def unknown_key_error(dotted: str, defaults: Mapping[str, Any], source: str | No
                       extra: str = "") -> ConfigError:
     """The error for a key verl 0.9.1 does not have, with the closest valid key."""
     near = closest_key(dotted, defaults)
-    hint = f"; did you mean {near!r}?" if near else ""
+    hint = f"; did you mean {near!r}?" if near and near != dotted else ""
     return ConfigError(f"unknown key{hint}{extra}", source=source, key=dotted)
 
 
@@ -192,6 +192,20 @@ def _check_all(user: Mapping[str, Any], defaults: Mapping[str, Any],
     return added
 
 
+def _exists(config: Any, key: str) -> bool:
+    """Whether ``config`` has ``key``, set or a mandatory value still unset (``???``, e.g.
+    ``actor_rollout_ref.rollout.name``): Hydra sets such a key with a plain ``KEY=VALUE``."""
+    if get_key(config, key, _ABSENT) is not _ABSENT:
+        return True
+    parent, _, last = key.rpartition(".")
+    node = get_key(config, parent, None) if parent else config
+    if node is None or not hasattr(node, "_get_node"):  # not an omegaconf mapping
+        return False
+    from omegaconf import OmegaConf
+
+    return bool(OmegaConf.is_missing(node, last))
+
+
 def apply_overrides(config: Any, overrides: Iterable[str]) -> Translation:
     """Apply ``KEY=VALUE`` overrides (:func:`rewardsql.config.parse_override`) to ``config`` (in
     place). Old keys are translated as in config files; a new key needs ``+`` (below a free-form
@@ -208,7 +222,7 @@ def apply_overrides(config: Any, overrides: Iterable[str]) -> Translation:
             continue
         if key != old_key:
             result.changes.append((old_key, key, why))
-        exists = get_key(config, key, _ABSENT) is not _ABSENT
+        exists = _exists(config, key)
         if override.kind is OverrideKind.DELETE:
             if not exists:
                 raise ConfigError("cannot delete a key that is not there", source=source, key=key)

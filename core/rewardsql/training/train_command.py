@@ -92,11 +92,8 @@ def train(
     )
     if device not in (None, "cpu", "cuda"):
         raise ConfigError(f"expected cpu or cuda, got {device!r}", source="--device")
-    if engine == "verl" and not dry_run:  # at once: nothing else matters without them
-        if device == "cpu":
-            launch.require_verl_cpu()
-        else:
-            launch.require_gpu()
+    if engine == "verl" and not dry_run:
+        launch.require_device(device)  # at once: nothing else matters without it
     plan = build_plan(options)
     for line in plan.warnings:
         typer.echo(f"warning: {line}", err=True)

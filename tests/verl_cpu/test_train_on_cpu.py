@@ -1,0 +1,146 @@
+"""``rewardsql train --engine verl --device cpu``: verl 0.9.1's real Ray PPO trainer, FSDP2 on
+gloo and vLLM's CPU build, on the tiny model and the tiny example. Nothing is mocked.
+
+Two invocations share one output directory: the first trains 2 GRPO steps with a reward that
+varies and saves a checkpoint; the second resumes from it and trains 2 more with ``sql_verifier``
+and rewardsql's ``grpo_weighted`` estimator. The figures come from verl's own metrics log
+(``trainer.logger=file``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _tiny_helpers import quick_example, tiny_model
+from rewardsql.demo.tiny import CONFIG_DIR
+from rewardsql.training.verl_cpu import RUN_MARKER, TIMEOUT_VAR
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                reason="vLLM's CPU build is not installed (nox -s verl_cpu)")
+
+HERE = Path(__file__).resolve().parent
+#: Each invocation's limit: the watchdog's, and (longer) the test's own.
+WATCHDOG_S = 300
+
+
+@dataclass
+class Run:
+    result: subprocess.CompletedProcess[str]
+    metrics: dict[int, dict[str, Any]]  # step -> verl's logged metrics
+    seconds: float
+
+
+def _train(out: Path, metrics: Path, *overrides: str) -> Run:
+    """One ``rewardsql train`` invocation as a user runs it; ``out``'s parent holds the example
+    and the model."""
+    example = out.parent / "example"
+    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics), TIMEOUT_VAR: str(WATCHDOG_S)}
+    args = [
+        sys.executable, "-m", "rewardsql", "train", "--engine", "verl", "--device", "cpu",
+        "--config", str(CONFIG_DIR / "grpo.yaml"), "--output-dir", str(out),
+        f"data.train_files={example / 'rl.parquet'}", f"data.val_files={example / 'dev.parquet'}",
+        f"actor_rollout_ref.model.path={out.parent / 'model'}",
+        "data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.rollout.n=4", "data.max_response_length=32",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16",
+        "trainer.test_freq=-1", "trainer.save_freq=2", "trainer.resume_mode=auto",
+        "trainer.logger=[console,file]", *overrides,
+    ]
+    start = time.monotonic()
+    result = subprocess.run(args, capture_output=True, text=True, env=env,
+                            timeout=WATCHDOG_S + 120)
+    seconds = time.monotonic() - start
+    logged: dict[int, dict[str, Any]] = {}
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            logged[int(record["step"])] = record["data"]
+    return Run(result, logged, seconds)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Run]:
+    root = tmp_path_factory.mktemp("verl-cpu")
+    example = quick_example(tmp_path_factory)
+    model = tiny_model(tmp_path_factory, "tiny")  # head size 32: one vLLM's CPU kernels take
+    (root / "example").symlink_to(example.out_dir)
+    (root / "model").symlink_to(model)
+    out = root / "out"
+    varied = _train(
+        out, root / "first.jsonl",
+        "reward.reward_manager.name=naive", "~rewardsql.reward_manager",
+        f"reward.custom_reward_function.path={HERE / 'varied_reward.py'}",
+        "reward.custom_reward_function.name=score", "trainer.total_training_steps=2")
+    verifier = _train(
+        out, root / "second.jsonl",
+        f"rewardsql.reward_manager.db_root={example.db_root}",
+        "trainer.total_training_steps=4")
+    print(f"\nverl on the CPU: first run {varied.seconds:.0f} s, resumed run "
+          f"{verifier.seconds:.0f} s", file=sys.stderr)
+    return varied, verifier
+
+
+def _ok(run: Run) -> None:
+    assert run.result.returncode == 0, run.result.stderr[-4000:]
+
+
+def test_a_varied_reward_trains_the_actor(runs: tuple[Run, Run]) -> None:
+    first, _ = runs
+    _ok(first)
+    assert sorted(first.metrics) == [1, 2]
+    step1, step2 = first.metrics[1], first.metrics[2]
+    assert step1["critic/score/max"] > step1["critic/score/min"]  # the rewards vary
+    assert step1["actor/grad_norm"] > 0
+    # the ref is the initial model: a KL above 0 at step 2 means step 1 moved the actor ...
+    assert step2["actor/kl_loss"] > 0
+    # ... and vLLM sampled with the moved weights: its log-probs are FSDP's (weight sync)
+    assert step2["training/rollout_probs_diff_max"] < 1e-2
+
+
+def test_a_second_invocation_resumes_with_sql_verifier(runs: tuple[Run, Run]) -> None:
+    first, second = runs
+    _ok(first)
+    _ok(second)
+    out = Path(_output_dir(second))
+    assert (out / "global_step_2" / "actor").is_dir()
+    assert (out / "global_step_4" / "actor").is_dir()
+    assert (out / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
+    assert sorted(second.metrics) == [3, 4]  # resumed at step 3, not trained from scratch
+    assert "Load from checkpoint folder" in second.result.stdout + second.result.stderr
+    # the restored actor is the trained one: it differs from the ref (the initial model) at once
+    assert second.metrics[3]["actor/kl_loss"] > 0
+    assert "reward manager: sql_verifier" in second.result.stdout
+    assert "estimator:      grpo_weighted" in second.result.stdout
+    for step in (3, 4):  # the untrained model's SQL never runs: every score is 0
+        assert second.metrics[step]["critic/score/max"] == 0
+
+
+def _output_dir(run: Run) -> str:
+    for line in run.result.stdout.splitlines():
+        if line.startswith("output:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(run.result.stdout)
+
+
+def test_no_ray_or_vllm_process_is_left_behind(runs: tuple[Run, Run]) -> None:
+    import psutil
+
+    left = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            if RUN_MARKER in proc.environ():
+                left.append((proc.pid, proc.info["name"], " ".join(proc.info["cmdline"] or [])))
+        except (psutil.Error, OSError):
+            continue
+    assert left == []

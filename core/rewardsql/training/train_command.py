@@ -31,7 +31,8 @@ def train(
     ] = None,
     algorithm: Annotated[
         str | None,
-        typer.Option(help="verl estimator: grpo, gae (ppo), rloo, reinforce_plus_plus, ..."),
+        typer.Option(help="grpo, ppo (gae; needs critic.model.path), rloo, "
+                          "reinforce_plus_plus, ...: the estimator suited to it is used."),
     ] = None,
     data_path: Annotated[
         Path | None,
@@ -44,8 +45,8 @@ def train(
     ] = None,
     core_function: Annotated[
         str | None,
-        typer.Option(help="A registered advantage estimator (name or alias); sets "
-                          "algorithm.adv_estimator."),
+        typer.Option(help="A registered advantage estimator (name or alias), or a plain "
+                          "function of a --core-algos module; sets algorithm.adv_estimator."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Sets trainer.total_epochs.")] = None,
     engine: Annotated[str, typer.Option(help="verl (Ray, GPUs) or local (one machine).")] = "verl",

@@ -1,5 +1,6 @@
 """The rewardsql plugin: the ``sql_execution`` reward function, the ``sql_verifier`` manager, and
-the commands ``rewardsql sql`` and ``rewardsql data``."""
+the commands ``rewardsql sql``, ``rewardsql data``, ``rewardsql rm label`` and
+``rewardsql rerank``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ def rewardsql_reward_managers(register):  # type: ignore[no-untyped-def]
 def rewardsql_commands(register):  # type: ignore[no-untyped-def]
     # imported here: `rewardsql --help` should not pay for the verifier's imports
     from rewardsql_sql_reward.data_command import app as data_app
+    from rewardsql_sql_reward.label_command import label
+    from rewardsql_sql_reward.rerank_command import rerank
     from rewardsql_sql_reward.sql_command import app as sql_app
 
     register("sql", sql_app, summary="Score predictions by execution accuracy.")
     register("data", data_app, summary="Spider/BIRD questions to verl's RL parquet.")
+    register("rerank", rerank, summary="Best-of-N: pick SQL candidates with the PRM.")
+    register("rm label", label, summary="Step labels for the PRM by sampling and executing SQL.")

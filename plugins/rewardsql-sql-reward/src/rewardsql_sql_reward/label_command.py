@@ -1,0 +1,63 @@
+"""``rewardsql rm label``: step labels for PRM training, by sampling and executing SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rewardsql.errors import ConfigError
+
+from rewardsql_sql_reward.label import SEARCHES, LabelSettings
+
+
+def label(
+    policy: Annotated[Path, typer.Option("--policy", help="The policy: a Hugging Face model "
+                                                          "directory.")],
+    questions: Annotated[Path, typer.Option(
+        "--questions", help="Spider/BIRD questions (.json) or verl RL rows (.parquet).")],
+    db_root: Annotated[Path, typer.Option("--db-root",
+                                          help="Databases as DIR/<db_id>/<db_id>.sqlite.")],
+    output: Annotated[Path, typer.Option(
+        "--output", help="JSON lines, appended; an existing file is resumed.")],
+    n: Annotated[int, typer.Option("--n", help="Responses sampled per question.")] = 4,
+    m: Annotated[int, typer.Option("--m", help="Completions per labelled prefix.")] = 4,
+    search: Annotated[str, typer.Option(
+        "--search", help=f"{' or '.join(SEARCHES)}: OmegaPRM's binary search for the first "
+                         "error (reusing rollouts), or Math-Shepherd's every prefix.")
+    ] = "binary",
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    mode: Annotated[str, typer.Option("--mode", help="Result comparison: bird, multiset, "
+                                                     "ordered.")] = "bird",
+    execution_results: Annotated[bool, typer.Option(
+        "--execution-results/--no-execution-results",
+        help="Annotate each step with its execution result (spec/cocte.md).")] = True,
+    result_rows: Annotated[int, typer.Option("--result-rows")] = 50,
+    result_chars: Annotated[int, typer.Option("--result-chars")] = 500,
+    sample_values: Annotated[int, typer.Option(
+        "--sample-values", help="Sample values per column in prompts built from JSON "
+                                "questions (as `data prepare`).")] = 3,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")
+                     ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Label CoCTE steps "+"/"-" by execution: failing steps, verifier outcome, rollouts."""
+    from rewardsql_sql_reward.label import run_label
+    from rewardsql_sql_reward.policy import Policy, load_questions
+
+    if not db_root.is_dir():
+        raise ConfigError("not a directory", source=db_root)
+    settings = LabelSettings(n=n, m=m, search=search, temperature=temperature,
+                             max_new_tokens=max_new_tokens, seed=seed, mode=mode,
+                             execution_results=execution_results, result_rows=result_rows,
+                             result_chars=result_chars)
+    settings.check()
+    items = load_questions(questions, db_root, sample_values=sample_values)[:limit]
+    model = Policy(policy, device=device, temperature=temperature,
+                   max_new_tokens=max_new_tokens)
+    report = run_label(model, items, db_root, output, settings)
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(f"wrote {output}")

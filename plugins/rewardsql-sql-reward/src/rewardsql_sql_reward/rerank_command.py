@@ -1,0 +1,70 @@
+"""``rewardsql rerank``: best-of-N with a process reward model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rewardsql.errors import ConfigError
+
+
+def rerank(
+    prm: Annotated[Path, typer.Option("--prm", help="The PRM (a `rewardsql rm train` output).")],
+    questions: Annotated[Path, typer.Option(
+        "--questions", help="Spider/BIRD questions (.json) or verl RL rows (.parquet).")],
+    db_root: Annotated[Path, typer.Option("--db-root",
+                                          help="Databases as DIR/<db_id>/<db_id>.sqlite.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o",
+                                             help="Where the reports and predictions go.")],
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="Generate candidates with this model (Hugging Face directory).")
+    ] = None,
+    candidates: Annotated[Path | None, typer.Option(
+        "--candidates", help='Or read them: JSON lines {"question_id", "candidates": [...], '
+                             '"greedy"?, "prompt"?}.')] = None,
+    n: Annotated[int, typer.Option("--n", help="Candidates per question (1: greedy).")] = 8,
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    drop_failing: Annotated[bool, typer.Option(
+        "--drop-failing/--keep-failing",
+        help="Drop candidates whose SQL fails to execute before picking.")] = True,
+    mode: Annotated[str, typer.Option("--mode", help="Result comparison: bird, multiset, "
+                                                     "ordered.")] = "bird",
+    sample_values: Annotated[int, typer.Option(
+        "--sample-values", help="Sample values per column in prompts built from JSON "
+                                "questions.")] = 3,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")
+                     ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Candidates per PRM "
+                                                                 "forward pass.")] = 16,
+) -> None:
+    """Best-of-N: score candidates' steps with the PRM and pick one SQL per question."""
+    from rewardsql_sql_reward.policy import Policy, load_questions
+    from rewardsql_sql_reward.rerank import (
+        RerankSettings,
+        read_candidates,
+        run_rerank,
+        summary_table,
+    )
+
+    if not db_root.is_dir():
+        raise ConfigError("not a directory", source=db_root)
+    if (policy is None) == (candidates is None):
+        raise ConfigError("give either --policy (generate candidates) or --candidates")
+    if n < 1 or batch_size < 1 or temperature <= 0:
+        raise ConfigError("--n, --batch-size and --temperature must be positive")
+    items = load_questions(questions, db_root, sample_values=sample_values)[:limit]
+    settings = RerankSettings(n=n, temperature=temperature, max_new_tokens=max_new_tokens,
+                              seed=seed, drop_failing=drop_failing, mode=mode)
+    model = (Policy(policy, device=device, temperature=temperature,
+                    max_new_tokens=max_new_tokens) if policy is not None else None)
+    summary = run_rerank(items, db_root, prm, output_dir, settings, policy=model,
+                         candidates=read_candidates(candidates) if candidates else None,
+                         device=device, batch_size=batch_size)
+    for line in summary_table(summary):
+        typer.echo(line)
+    typer.echo(f"wrote {output_dir}/questions.jsonl, summary.json and pred_*.sql / "
+               "predict_*.json (rewardsql sql score --pred ...)")

@@ -24,9 +24,8 @@ ALGORITHM_ALIASES: dict[str, str] = {"ppo": "gae"}
 #: ``--algorithm`` values that name no estimator of verl 0.9.1, and what to do instead.
 NOT_AN_ESTIMATOR: dict[str, str] = {
     "prime": "PRIME is a separate verl recipe (recipe/prime in verl's repository), not part of "
-             "verl 0.9.1's trainer that rewardsql drives; use --algorithm grpo (or rloo) with a "
-             "process reward through rewardsql.reward_weights, or run verl's PRIME recipe "
-             "itself",
+             "verl 0.9.1's trainer that rewardsql drives; use --algorithm grpo (or rloo), "
+             "or run verl's PRIME recipe itself",
 }
 
 

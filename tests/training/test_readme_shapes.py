@@ -213,3 +213,15 @@ def _gold_request(example: Any, tokens: bool, model: Path) -> list[Any]:
                                       extra_info=dict(row["extra_info"]),
                                       response_token_ids=ids))
     return requests
+
+
+def test_legacy_manager_by_module_path_is_refused_with_what_to_change(readme, tmp_path,
+                                                                      example):
+    config = _config(tmp_path, example, reward={"reward_manager": {
+        "source": "importlib", "name": "ReadmeRewardManager",
+        "module": {"path": f"pkg://{_readme_plugin.MODULE}"}}})
+    with pytest.raises(ConfigError) as err:
+        _plan(tmp_path, config, algorithm="grpo")
+    assert err.value.key == "reward.reward_manager.source"
+    assert "verl's legacy shape" in str(err.value)
+    assert "@rewardsql.register_reward_manager" in str(err.value)

@@ -20,7 +20,7 @@ import yaml
 from _tiny_helpers import quick_example
 from rewardsql.cli import app
 from rewardsql.demo.tiny import CONFIG_DIR
-from rewardsql.training import verl_cpu
+from rewardsql.training import run_watchdog, verl_cpu
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -118,7 +118,7 @@ def test_the_platform_is_verls_cpu_platform() -> None:
     PlatformRegistry, chosen by VERL_PLATFORM, and what verl's device helpers then answer."""
     script = textwrap.dedent("""
         import json
-        from rewardsql.training import verl_cpu
+        from rewardsql.training import run_watchdog, verl_cpu
         verl_cpu._register_platform()
         from omegaconf import OmegaConf
         from verl.plugin.platform import PlatformRegistry
@@ -158,8 +158,8 @@ def test_the_platform_is_verls_cpu_platform() -> None:
 
 _HANGING_RUN = """
 import subprocess, sys, time
-from rewardsql.training import verl_cpu
-marker = verl_cpu.start_run({timeout})
+from rewardsql.training import run_watchdog, verl_cpu
+marker = verl_cpu.start_run()  # REWARDSQL_VERL_CPU_TIMEOUT
 # like Ray's and vLLM's processes: started by the run, one of them in a session of its own
 children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
                              start_new_session=new) for new in (False, True)]
@@ -169,31 +169,32 @@ print(marker, *(c.pid for c in children), flush=True)
 
 
 def _run_script(body: str, timeout: float, limit: float = 120) -> tuple[Any, list[str]]:
-    script = _HANGING_RUN.format(timeout=timeout, body=body)
+    script = _HANGING_RUN.format(body=body)
+    env = {**os.environ, verl_cpu.TIMEOUT_VAR: str(timeout)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=limit)
+                            env=env, timeout=limit)
     return result, result.stdout.split()
 
 
 def test_the_watchdog_ends_a_hung_run_and_its_processes() -> None:
     start = time.monotonic()
     result, printed = _run_script("time.sleep(600)", timeout=2)
-    assert result.returncode == verl_cpu.TIMEOUT_EXIT
+    assert result.returncode == run_watchdog.TIMEOUT_EXIT
     assert time.monotonic() - start < 60
     assert "did not finish within 2 s" in result.stderr
     assert "weight sync" in result.stderr
     marker, *pids = printed
     assert pids and not any(_alive(int(pid)) for pid in pids)
-    assert verl_cpu.run_processes(marker) == []
+    assert run_watchdog.run_processes(marker) == []
 
 
 def test_a_finished_run_leaves_no_process_behind() -> None:
-    result, printed = _run_script("print(verl_cpu.finish_run())", timeout=300)
+    result, printed = _run_script("print(run_watchdog.finish_run())", timeout=300)
     assert result.returncode == 0, result.stderr
     marker, *pids, ended = printed
     assert ended == "2"
     assert not any(_alive(int(pid)) for pid in pids)
-    assert verl_cpu.run_processes(marker) == []
+    assert run_watchdog.run_processes(marker) == []
 
 
 def test_a_bad_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from _tiny_helpers import quick_example, tiny_model
 from rewardsql.demo.tiny import CONFIG_DIR
-from rewardsql.training.verl_cpu import RUN_MARKER, TIMEOUT_VAR
+from rewardsql.training.run_watchdog import RUN_MARKER
+from rewardsql.training.verl_cpu import TIMEOUT_VAR
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                 reason="vLLM's CPU build is not installed (nox -s verl_cpu)")

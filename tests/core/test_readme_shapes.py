@@ -191,3 +191,11 @@ def test_registering_a_class_of_neither_shape_says_both(fake_site):
 
     with pytest.raises(TypeError, match="verl's legacy shape"):
         rewardsql.register_reward_manager("neither")(Neither)
+
+
+def test_binding_twice_is_binding_once():
+    """The local engine binds the user's function; a legacy manager binds what it is given."""
+    twice = bind_reward_function(bind_reward_function(seed_shape, {"port": 1}))
+    out = twice(data_source="s", solution_str="x", ground_truth="y",
+                extra_info={"db_id": "shop", "question_id": 2})
+    assert out["bound"] == (1, "shop", 2, "x", "y")

@@ -68,6 +68,8 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     old = target.with_name(f".{target.name}.old")
     if old.exists() and not target.exists():
         os.replace(old, target)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:

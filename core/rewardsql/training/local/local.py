@@ -41,7 +41,7 @@ from rewardsql.training.local.evaluate import (
     status_counts,
     valid_responses,
 )
-from rewardsql.training.local.metrics import MetricsWriter
+from rewardsql.training.local.metrics import MetricsWriter, truncate_after
 from rewardsql.training.local.rollout import (
     Rollout,
     batched_log_probs,
@@ -336,15 +336,7 @@ def _find_resume(settings: Settings, root: Path) -> Path | None:
 
 
 def _truncate_dev(output_dir: Path, step: int) -> None:
-    import json
-
-    path = output_dir / DEV_FILE
-    if path.is_file():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        from rewardsql.io import atomic_write_text
-
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    truncate_after(output_dir / DEV_FILE, step)
 
 
 def _dev_eval(step: int, model: Any, tokenizer: Any, prompts: list[Prompt], reward: RewardSource,

@@ -41,6 +41,22 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def truncate_after(path: Path, step: int) -> None:
+    """Keep the records of a JSON-lines file up to ``step`` (a resumed run logs the later ones
+    again), dropping a last line torn by a kill in the middle of an append."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # torn: only the last line can be, and its step is redone
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
 class MetricsWriter:
     """Appends step records to ``metrics.jsonl`` and TensorBoard."""
 
@@ -54,11 +70,7 @@ class MetricsWriter:
 
     def truncate_after(self, step: int) -> None:
         """Drop records of steps after ``step`` (a resumed run logs them again)."""
-        if not self.path.is_file():
-            return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        truncate_after(self.path, step)
 
     def reset(self) -> None:
         if self.path.exists():

@@ -119,10 +119,18 @@ def find_checkpoint(config: SFTConfig) -> str | None:
     steps = []
     for child in out.glob("checkpoint-*") if out.is_dir() else ():
         suffix = child.name.removeprefix("checkpoint-")
-        # A checkpoint is complete once the Trainer wrote its state file (it writes it last)
-        if suffix.isdigit() and (child / "trainer_state.json").is_file():
+        # A checkpoint is complete once the Trainer wrote its state file (it writes it last,
+        # and not atomically: a kill can leave it torn)
+        if suffix.isdigit() and _complete_state(child / "trainer_state.json"):
             steps.append((int(suffix), child))
     return str(max(steps)[1]) if steps else None
+
+
+def _complete_state(path: Path) -> bool:
+    try:
+        return "global_step" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 class _LossLog:

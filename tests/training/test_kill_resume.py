@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from _tiny_helpers import TINY_SFT_CONFIG, quick_example, tiny_model
 
+pytestmark = pytest.mark.slow  # a minute each on 2 busy cores: three real runs
+
 LOCAL_RUNNER = """
 import json, sys, torch
 from pathlib import Path

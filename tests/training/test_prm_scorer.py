@@ -124,3 +124,21 @@ def test_untagged_text_is_one_step_and_aggregations(prm):
     with pytest.raises(ConfigError, match="unknown aggregation"):
         aggregate(scores, "max")
     assert not math.isnan(aggregate([0.0], "product"))
+
+
+def test_shared_prompts_and_duplicates_score_like_the_reference(prm):
+    from rewardsql.training.prm.scorer import step_probabilities
+
+    model, tokenizer = prm
+    other = "<|im_start|>user\nList the shops.<|im_end|>\n<|im_start|>assistant\n"
+    items = [(PROMPT, CANDIDATES[0]), (other, CANDIDATES[1]), (PROMPT, CANDIDATES[2]),
+             (PROMPT, CANDIDATES[0]), (other, CANDIDATES[3]), (PROMPT, CANDIDATES[4])]
+    tokens = tag_tokens(tokenizer)
+    encoded = [encode(tokenizer, p, s, tokens.tag_id) for p, s in items]
+    shared = step_probabilities(model, encoded, tokens, batch_size=2, share_prompts=True)
+    alone = step_probabilities(model, encoded, tokens, batch_size=2, share_prompts=False)
+    assert shared[0] == shared[3]
+    for (prompt, steps), a, b in zip(items, shared, alone, strict=True):
+        reference = _reference(model, tokenizer, prompt, steps)
+        assert a == pytest.approx(reference, abs=1e-5)
+        assert b == pytest.approx(reference, abs=1e-5)

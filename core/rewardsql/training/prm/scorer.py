@@ -4,7 +4,8 @@ A step's score is the softmax over the two candidate logits ("+", "-") at its ta
 "+" (spec/cocte.md). The model is loaded once; candidates are sorted by length and scored in
 right-padded batches (a causal LM's logits at a real position do not depend on the padding after
 it), on the CPU or a GPU. Only the hidden states at tag positions go through the LM head, so a
-long batch never materialises vocabulary-sized logits for every token.
+long batch never materialises vocabulary-sized logits for every token; the candidates of one
+prompt share its KV cache, and identical candidates are scored once.
 """
 
 from __future__ import annotations
@@ -70,50 +71,126 @@ def candidate_logits(model: Any, input_ids: Any, attention_mask: Any, rows: Any,
     Runs the base model and applies the LM head to the selected hidden states only. Models the
     shortcut does not fit (a PEFT wrapper, logit soft-capping) take the full forward pass.
     """
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    plain = (base is not None and base is not model and head is not None
-             and not getattr(model.config, "final_logit_softcapping", None))
-    if plain:
+    parts = _plain_parts(model)
+    if parts is not None:
+        base, head = parts
         hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return head(hidden[rows, cols])[:, list(ids)]
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     return logits[rows, cols][:, list(ids)]
 
 
+def _plain_parts(model: Any) -> tuple[Any, Any] | None:
+    """The base model and LM head when the head can be applied to chosen positions alone."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if (base is None or base is model or head is None
+            or getattr(model.config, "final_logit_softcapping", None)):
+        return None
+    return base, head
+
+
 def step_probabilities(model: Any, encoded: Sequence[Encoded], tokens: TagTokens, *,
-                       batch_size: int = 16, pad_id: int = 0) -> list[list[float]]:
-    """P(good) at every tag of every encoded input, scored in length-sorted padded batches."""
+                       batch_size: int = 16, pad_id: int = 0,
+                       share_prompts: bool = True) -> list[list[float]]:
+    """P(good) at every tag of every encoded input, scored in length-sorted padded batches.
+
+    Identical inputs are scored once. With ``share_prompts`` (and a model whose LM head can be
+    applied to chosen positions), inputs with the same prompt (best-of-N candidates of one
+    question) run the prompt once: its KV cache is repeated over the candidates and only their
+    step tokens go through the model. On a long schema prompt that is most of the work.
+    """
+    import torch
+
+    out: list[list[float]] = [[] for _ in encoded]
+    unique: dict[tuple[int, ...], int] = {}
+    first_of = [unique.setdefault(tuple(e.input_ids), i) for i, e in enumerate(encoded)]
+    todo = [i for i in sorted(set(first_of)) if encoded[i].tag_positions]
+    parts = _plain_parts(model) if share_prompts else None
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in todo:
+        prompt = encoded[i].input_ids[:encoded[i].prompt_length]
+        key = tuple(prompt) if parts is not None and len(prompt) > 1 else ()
+        groups.setdefault(key, []).append(i)
+    with torch.inference_mode():
+        for prompt_ids, members in groups.items():
+            if prompt_ids and len(members) > 1:
+                _score_shared(model, parts, encoded, members, list(prompt_ids), tokens,
+                              batch_size, pad_id, out)
+            else:
+                _score_plain(model, encoded, members, tokens, batch_size, pad_id, out)
+    return [out[first] for first in first_of]
+
+
+def _padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)] = torch.tensor(row)
+        mask[r, :len(row)] = 1
+    return ids, mask
+
+
+def _spread(probs: list[float], chunk: Sequence[int], encoded: Sequence[Encoded],
+            out: list[list[float]]) -> None:
+    at = 0
+    for i in chunk:
+        n = len(encoded[i].tag_positions)
+        out[i] = probs[at:at + n]
+        at += n
+
+
+def _score_plain(model: Any, encoded: Sequence[Encoded], members: Sequence[int],
+                 tokens: TagTokens, batch_size: int, pad_id: int,
+                 out: list[list[float]]) -> None:
     import torch
 
     device = next(model.parameters()).device
-    out: list[list[float]] = [[] for _ in encoded]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
-    order = [i for i in order if encoded[i].tag_positions]
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            width = max(len(encoded[i].input_ids) for i in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            rows, cols = [], []
-            for r, i in enumerate(chunk):
-                item = encoded[i]
-                ids[r, :len(item.input_ids)] = torch.tensor(item.input_ids)
-                mask[r, :len(item.input_ids)] = 1
-                rows += [r] * len(item.tag_positions)
-                cols += item.tag_positions
-            logits = candidate_logits(model, ids.to(device), mask.to(device),
-                                      torch.tensor(rows, device=device),
-                                      torch.tensor(cols, device=device),
-                                      (tokens.good_id, tokens.bad_id))
-            probs = torch.softmax(logits.float(), dim=-1)[:, 0].tolist()
-            at = 0
-            for i in chunk:
-                n = len(encoded[i].tag_positions)
-                out[i] = probs[at:at + n]
-                at += n
-    return out
+    order = sorted(members, key=lambda i: -len(encoded[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        ids, mask = _padded([encoded[i].input_ids for i in chunk], pad_id)
+        rows = [r for r, i in enumerate(chunk) for _ in encoded[i].tag_positions]
+        cols = [c for i in chunk for c in encoded[i].tag_positions]
+        logits = candidate_logits(model, ids.to(device), mask.to(device),
+                                  torch.tensor(rows, device=device),
+                                  torch.tensor(cols, device=device),
+                                  (tokens.good_id, tokens.bad_id))
+        _spread(torch.softmax(logits.float(), dim=-1)[:, 0].tolist(), chunk, encoded, out)
+
+
+def _score_shared(model: Any, parts: Any, encoded: Sequence[Encoded], members: Sequence[int],
+                  prompt: list[int], tokens: TagTokens, batch_size: int, pad_id: int,
+                  out: list[list[float]]) -> None:
+    import copy
+
+    import torch
+
+    base, head = parts
+    device = next(model.parameters()).device
+    length = len(prompt)
+    cache = base(input_ids=torch.tensor([prompt], device=device), use_cache=True
+                 ).past_key_values
+    order = sorted(members, key=lambda i: -len(encoded[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        ids, mask = _padded([encoded[i].input_ids[length:] for i in chunk], pad_id)
+        width = ids.shape[1]
+        rows_cache = copy.deepcopy(cache)
+        rows_cache.batch_repeat_interleave(len(chunk))
+        full_mask = torch.cat([torch.ones((len(chunk), length), dtype=torch.long), mask], 1)
+        positions = torch.arange(length, length + width).expand(len(chunk), width)
+        hidden = base(input_ids=ids.to(device), attention_mask=full_mask.to(device),
+                      position_ids=positions.to(device), past_key_values=rows_cache,
+                      use_cache=True).last_hidden_state
+        rows = [r for r, i in enumerate(chunk) for _ in encoded[i].tag_positions]
+        cols = [c - length for i in chunk for c in encoded[i].tag_positions]
+        logits = head(hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+                      )[:, [tokens.good_id, tokens.bad_id]]
+        _spread(torch.softmax(logits.float(), dim=-1)[:, 0].tolist(), chunk, encoded, out)
 
 
 class PRMScorer:

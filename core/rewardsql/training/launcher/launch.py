@@ -117,7 +117,7 @@ def require_device(device: str | None) -> None:
     from rewardsql.training import verl_cpu
 
     if device == "cpu":
-        verl_cpu.check_versions()
+        verl_cpu.check_versions(companions=True)
         return
     if verl_cpu.enabled():
         raise LaunchError(f"{verl_cpu.SWITCH}=1 is set in the environment: it is for "

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar
 
+from rewardsql import reward_placeholder as placeholder
 from rewardsql.components import Component, ComponentKind
 from rewardsql.registry import LOCAL_PLUGIN, get_plugin_manager, on_change
 from rewardsql.rewards import RewardRequest, RewardResult, validate_results
@@ -203,13 +204,25 @@ def user_reward_function(config: Any, compute_score: Any) -> Any:
     """The reward function the user chose, or None.
 
     verl hands every manager its default dispatcher when the user chose none; a rewardsql manager
-    must see None then, not a function that fails on unknown data sources.
+    must see None then, not a function that fails on unknown data sources (nor the launcher's
+    placeholder).
     """
     try:
-        path = config["reward"]["custom_reward_function"]["path"]
+        chosen = config["reward"]["custom_reward_function"]
+        path, name = chosen["path"], chosen.get("name")
+    except (KeyError, TypeError, AttributeError):
+        path, name = None, None
+    return compute_score if path and name != placeholder.NAME else None
+
+
+def dense_rewards_on(config: Any) -> bool:
+    """Whether verl takes per-token rewards from the managers under ``config``: only on its
+    colocated reward-model path, where it calls ``assemble_rm_scores`` (spec/verl-cpu.md)."""
+    try:
+        model = config["reward"]["reward_model"]
+        return bool(model["enable"]) and not bool(model["enable_resource_pool"])
     except (KeyError, TypeError):
-        path = None
-    return compute_score if path else None
+        return False
 
 
 def request_from_dataproto(data: Any, tokenizer: Any) -> RewardRequest:
@@ -241,10 +254,13 @@ def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
     verl calls ``run_single`` once per sample: for a whole chunk at once (reward-model path) or
     as each rollout finishes (agent-loop path). The wrapper batches continuously: requests that
     arrive while a ``score_batch`` call runs form the next batch; one call runs at a time.
-    verl 0.9.1 takes one score per sample, so dense ``token_rewards`` are refused with a clear
-    error (the local engine supports them). Scores are multiplied by the config's outcome weight;
-    ``extra`` (e.g. ``acc``) is passed on as the manager gave it. An exception of the manager
-    reaches every sample as a RuntimeError naming ``label`` (the component and its plugin).
+    verl 0.9.1 takes one score per sample except on its colocated reward-model path: dense
+    ``token_rewards`` pass (as a list, laid out by ``assemble_rm_scores``) only from a manager
+    that composes the weights, with a process weight, on that path; else they are refused with a
+    clear error (the local engine supports them). Scores are multiplied by the config's outcome
+    weight (not those of a manager that composes the weights itself); ``extra`` (e.g. ``acc``)
+    is passed on as the manager gave it. An exception of the manager reaches every sample as a
+    RuntimeError naming ``label`` (the component and its plugin).
     """
     with _lock:
         if manager_cls in _adapters:
@@ -256,16 +272,24 @@ def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
         class VerlRewardManager(RewardManagerBase):
             wrapped = manager_cls
 
-            def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, **_: Any):
+            def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, *,
+                         reward_router_address: str | None = None,
+                         reward_model_tokenizer: Any = None, **_: Any):
+                # verl hands managers its reward-model server's address and tokenizer; a
+                # rewardsql manager that scores with a reward model loads it itself
                 super().__init__(config, tokenizer, compute_score)
                 section = read_section(config)
+                weights = section.reward_weights
                 self.manager = manager_cls(
-                    section.reward_manager,
+                    manager_cls.settings_for_weights(section.reward_manager, weights),
                     tokenizer=tokenizer,
                     compute_score=user_reward_function(config, compute_score),
                 )
-                # every score is multiplied by the outcome weight, as on the local engine
-                self.outcome_weight = section.reward_weights.outcome
+                composes = getattr(manager_cls, "composes_weights", False)
+                # every score is multiplied by the outcome weight, as on the local engine,
+                # unless the manager composes the weights itself
+                self.outcome_weight = 1.0 if composes else weights.outcome
+                self.dense = bool(composes and weights.process > 0 and dense_rewards_on(config))
                 self._pending: list[tuple[RewardRequest, asyncio.Future]] = []
                 self._drainer: asyncio.Task | None = None
                 self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -279,8 +303,30 @@ def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
                 if self._drainer is None or self._drainer.done():
                     self._drainer = asyncio.get_running_loop().create_task(self._drain())
                 result: RewardResult = await future
-                return {"reward_score": result.score * self.outcome_weight,
-                        "reward_extra_info": dict(result.extra)}
+                score: Any = result.score * self.outcome_weight
+                if self.dense and result.token_rewards is not None:
+                    score = [float(v) for v in result.token_rewards]  # see assemble_rm_scores
+                return {"reward_score": score, "reward_extra_info": dict(result.extra)}
+
+            @classmethod
+            def assemble_rm_scores(cls, data: Any, scores: list[Any]) -> Any:
+                """verl's (B, T) ``rm_scores``: a list of token rewards over the valid response
+                tokens, a number on the last valid one."""
+                import torch
+
+                prompt_length = data.batch["prompts"].size(1)
+                lengths = data.batch["attention_mask"][:, prompt_length:].sum(dim=1).tolist()
+                out = torch.zeros_like(data.batch["responses"], dtype=torch.float32)
+                for i, (score, length) in enumerate(zip(scores, lengths, strict=True)):
+                    length = int(length)
+                    if isinstance(score, (list, tuple)):
+                        if len(score) != length:
+                            raise ValueError(f"sample {i}: {len(score)} token rewards for "
+                                             f"{length} valid response tokens")
+                        out[i, :length] = torch.tensor(score, dtype=torch.float32)
+                    elif length > 0:
+                        out[i, length - 1] = float(score)
+                return out
 
             async def _drain(self) -> None:
                 await asyncio.sleep(0)  # let every sample of this tick queue up first
@@ -307,12 +353,14 @@ def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
                     raise RuntimeError(
                         f"{source} raised {type(exc).__name__}: {exc}") from exc
                 results = validate_results(answer, requests, source=source)
-                if any(r.token_rewards is not None for r in results):
+                if not self.dense and any(r.token_rewards is not None for r in results):
                     raise ValueError(
                         f"{source} returned token_rewards, but verl 0.9.1's reward loop takes one "
-                        "score per sample (dense rewards on verl need the PRM-RL path, not there "
-                        "yet); configure it for sequence-level scores (for sql_verifier: "
-                        "placement last_token) or use `--engine local`"
+                        "score per sample except on its colocated reward-model path (a manager "
+                        "that composes the weights, e.g. sql_prm, with "
+                        "rewardsql.reward_weights.process > 0, launched by `rewardsql train`); "
+                        "configure it for sequence-level scores (for sql_verifier: placement "
+                        "last_token) or use `--engine local`"
                     )
                 return results
 

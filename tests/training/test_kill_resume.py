@@ -174,6 +174,14 @@ def test_sft_killed_while_checkpointing_and_mid_step_resumes_cleanly(tmp_path_fa
 
     result = json.loads((out / "sft_result.json").read_text())
     assert result["steps"] == steps
+    # Killed after the last checkpoint, before the final model was swapped in: the same command
+    # saves that checkpoint's model, without training a step more.
+    (out / "sft_result.json").unlink()
+    _finish(_start(args))
+    result = json.loads((out / "sft_result.json").read_text())
+    assert result["steps"] == steps and result["start_step"] == steps
+    assert not (out / f"checkpoint-{steps + 1}").exists()
+    assert result["final_loss"] is not None
     state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
     logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert logged == sorted(set(logged)) and logged[-1] == steps  # one history, no repeats

@@ -126,6 +126,19 @@ def find_checkpoint(config: SFTConfig) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
+def _finished_state(resume: str | None, config: SFTConfig) -> dict[str, Any] | None:
+    """The trainer state of ``resume`` when it ends the run ``config`` asks for (same total
+    steps or epochs, all done); None otherwise, and always with LoRA (its checkpoints hold the
+    adapter only)."""
+    if resume is None or config.lora is not None:
+        return None
+    state = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))
+    total = state.get("max_steps") or 0
+    same_run = (config.max_steps == total if config.max_steps > 0
+                else state.get("num_train_epochs") == config.num_train_epochs)
+    return state if same_run and 0 < total <= state.get("global_step", 0) else None
+
+
 def _complete_state(path: Path) -> bool:
     try:
         return "global_step" in json.loads(path.read_text(encoding="utf-8"))
@@ -186,9 +199,12 @@ def run_sft(config: SFTConfig) -> SFTResult:
         evaluation = tokenize(read_rows(config.eval_file, key="eval_file"), tokenizer,
                               config.max_length, source=config.eval_file)
 
+    resume = find_checkpoint(config)
+    finished = _finished_state(resume, config)
     dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
-    model = from_pretrained(AutoModelForCausalLM, config.model_name_or_path,
-                            key="model_name_or_path", dtype=dtype, attn_implementation=attn)
+    source = resume if finished is not None and resume else config.model_name_or_path
+    model = from_pretrained(AutoModelForCausalLM, source, key="model_name_or_path", dtype=dtype,
+                            attn_implementation=attn)
     if config.gradient_checkpointing:
         model.config.use_cache = False
     if config.lora is not None:
@@ -205,16 +221,23 @@ def run_sft(config: SFTConfig) -> SFTResult:
                       eval_dataset=evaluation.examples if evaluation else None,
                       data_collator=Collator(tokenizer.pad_token_id),
                       processing_class=tokenizer, callbacks=[losses.callback])
-    resume = find_checkpoint(config)
     start_step = 0
     if resume is not None:
         start_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
         log.info("resuming from %s (step %d)", resume, start_step)
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-    except pickle.UnpicklingError as exc:  # transformers loads resume files weights-only
-        raise LaunchError(f"cannot resume from {resume} safely (only tensors and plain state "
-                          f"are loaded): {str(exc).splitlines()[0]}") from None
+    if finished is not None:
+        # The run had finished (killed before or while saving the final model). Resuming the
+        # Trainer there would train one more step; the checkpoint's weights are the result.
+        trainer.state.global_step = start_step
+        history = finished.get("log_history", [])
+        losses.losses.extend((e["step"], float(e["loss"])) for e in history if "loss" in e)
+        losses.evals.extend(float(e["eval_loss"]) for e in history if "eval_loss" in e)
+    else:
+        try:
+            trainer.train(resume_from_checkpoint=resume)
+        except pickle.UnpicklingError as exc:  # transformers loads resume files weights-only
+            raise LaunchError(f"cannot resume from {resume} safely (only tensors and plain "
+                              f"state are loaded): {str(exc).splitlines()[0]}") from None
     eval_loss = losses.evals[-1] if losses.evals else None
     if evaluation is not None and eval_loss is None:
         eval_loss = float(trainer.evaluate()["eval_loss"])

@@ -1,20 +1,26 @@
 """Benchmark of the process reward model's scoring and labelling, on the tiny example.
 
-    python bench/prm.py --policy DIR             # the full run
-    python bench/prm.py --policy DIR --quick     # a smoke run
+    python bench/prm.py            # the full run
+    python bench/prm.py --quick    # a smoke run
 
 (a) Scoring: candidates scored per second by ``PRMScorer.score_many`` (padded, length-sorted
     batches, LM head on the tag positions only) against the published design: a Flask-style
     HTTP service holding the same model, one request per candidate, which tokenizes the joined
     text, runs the model on it alone and returns the step scores. The service is a stdlib
     ``http.server`` on 127.0.0.1 in a subprocess (bounded request size, timeouts). Both score
-    the same annotated candidates (the tiny dev questions' gold CoCTE steps and the policy's
-    samples) with the same tiny PRM (the tiny model with a ``prm_config.json``), torch on the
+    the same annotated candidates (8 per tiny dev question: the gold CoCTE steps and 7 samples)
+    with the same tiny PRM (the tiny model with a ``prm_config.json``), torch on the
     same thread count, measured in one run. Target: >= 20x.
 (b) Labelling: completions generated per labelled step, OmegaPRM's binary search (with rollout
-    reuse) against labelling every prefix (Math-Shepherd), on the same sampled responses of the
-    tiny dev questions with the same seeded completions, so the labels can be compared: the
-    share of equal hard labels is reported. Target: >= 3x fewer completions.
+    reuse across a question's answers) against labelling every prefix of every answer
+    (Math-Shepherd), on the same 8 sampled answers of each tiny dev question with the same
+    seeded completions (m = 8), so the labels can be compared: the share of equal hard labels is
+    reported. Target: >= 3x fewer completions.
+(c) End to end: ``rm label`` (API) on tiny train questions, ``rm train`` of the tiny model with
+    held-out questions, best-of-8 on the tiny dev questions (first sample as the one-sample
+    baseline, majority vote, PRM picks, pass@8).
+
+The policy is :class:`SimulatedPolicy` unless ``--policy`` names a model (see its docstring).
 """
 
 from __future__ import annotations
@@ -83,8 +89,65 @@ def _post(port: int, text: str) -> list[float]:
         return json.loads(response.read())["step_scores"]
 
 
+class SimulatedPolicy:
+    """A stand-in policy for the tiny example: the gold CoCTE steps, each corrupted with
+    probability ``error`` (a changed constant, a flipped order or comparison, or now and then a
+    misspelt column, which fails). It continues any prefix of a question's answer the same way,
+    so the value of a prefix depends on its steps as it would for a policy. Cheap, seeded and
+    the same on every machine; the tiny SFT models of a quick CPU run answer almost nothing
+    right, so their labels would be all "-" and measure nothing."""
+
+    def __init__(self, questions, error: float = 0.3) -> None:
+        from rewardsql_sql_reward.cocte import split_steps
+
+        self.gold = {self.prompt_text(q.messages): split_steps(q.gold) for q in questions}
+        self.error = error
+        self.name = f"simulated(error={error})"
+
+    @staticmethod
+    def prompt_text(messages) -> str:
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages
+                       ) + "<|im_start|>assistant\n"
+
+    def _corrupt(self, step: str, rng) -> str:
+        import re
+
+        if rng.random() >= self.error:
+            return step
+        options = []
+        if re.search(r"\b\d+\b", step):
+            options.append(lambda s: re.sub(r"\b(\d+)\b", lambda m: str(int(m[1]) + 1), s,
+                                                    count=1))
+        if "DESC" in step or "ASC" in step:
+            options.append(lambda s: s.replace("DESC", "ASC") if "DESC" in s
+                           else s.replace("ASC", "DESC"))
+        if ">" in step or "<" in step:
+            options.append(lambda s: s.replace(">", ">=", 1) if ">" in s
+                           else s.replace("<", "<=", 1))
+        if "'" in step:
+            options.append(lambda s: re.sub(r"'([^']*)'", lambda m: f"'{m[1]}x'", s, count=1))
+        if not options or rng.random() < 0.15:
+            options.append(lambda s: s.replace(" FROM ", " FROM nowhere_", 1))
+        return rng.choice(options)(step)
+
+    def generate(self, text: str, n: int, *, seed: int, greedy: bool = False) -> list[str]:
+        import random
+
+        prompt = next(p for p in self.gold if text.startswith(p))
+        head = text[len(prompt):]
+        done = len([s for s in head.split("\n\n") if s.strip()])
+        gold = self.gold[prompt]
+        out = []
+        for i in range(n):
+            rng = random.Random(seed * 1_000_003 + i)
+            rest = gold[done:] if greedy else [self._corrupt(s, rng) for s in gold[done:]]
+            out.append("\n\n".join(rest))
+        return out
+
+
 def candidates(example, policy, limit: int, n: int):
-    """PRM inputs: gold steps and ``n`` policy samples per dev question, annotated."""
+    """PRM inputs: ``n`` candidates per dev question (the gold steps and ``n - 1`` samples),
+    annotated."""
     from rewardsql_sql_reward.annotate import build_prm_inputs
     from rewardsql_sql_reward.policy import load_questions
 
@@ -94,7 +157,7 @@ def candidates(example, policy, limit: int, n: int):
     for q in questions:
         prompt = policy.prompt_text(q.messages)
         items.append((prompt, q.gold, q.db_id))
-        items += [(prompt, r, q.db_id) for r in policy.generate(prompt, n, seed=q.index)]
+        items += [(prompt, r, q.db_id) for r in policy.generate(prompt, n - 1, seed=q.index)]
     return questions, build_prm_inputs(items, example.db_root)
 
 
@@ -148,12 +211,14 @@ def bench_labelling(example, policy, limit: int, n: int, m: int) -> dict:
     questions = load_questions(example.dev_json, example.db_root,
                                sample_values=example.sample_values)[:limit]
     generated: dict = {}
-    totals = {"binary": 0, "every": 0}
+    sample_steps: set = set()
+    totals = {"binary": 0, "every": 0}  # every: Math-Shepherd, each answer on its own
     steps = equal = positive = responses_correct = responses = 0
     with SQLVerifier(example.db_root) as verifier:
         for q in questions:
             prompt = policy.prompt_text(q.messages)
             samples = policy.generate(prompt, n, seed=stable_seed(0, q.question_id))
+            sample_steps.update((q.question_id, s) for s in samples)
 
             def judge(texts, q=q):
                 return [v.correct for v in verifier.verify_batch(
@@ -170,11 +235,14 @@ def bench_labelling(example, policy, limit: int, n: int, m: int) -> dict:
             inputs = build_prm_inputs([(prompt, r, q.db_id) for r in samples], verifier)
             outcomes = judge(samples)
             labels = {}
-            for search in totals:
+            for search in totals:  # binary: prefixes shared across the question's answers
                 values = PrefixValues(complete, judge, m)
-                labels[search] = [label_response(i.steps, i.failed, o, values, search)
-                                  for i, o in zip(inputs, outcomes, strict=True)]
-                totals[search] += values.generated
+                labels[search] = [label_response(
+                    i.steps, i.failed, o, values if search == "binary" else
+                    PrefixValues(complete, judge, m), "every" if search != "binary" else search)
+                    for i, o in zip(inputs, outcomes, strict=True)]
+                totals[search] += (values.generated if search == "binary" else sum(
+                    lab.rollouts for lab in labels[search]))
             for a, b in zip(labels["binary"], labels["every"], strict=True):
                 steps += len(a.labels)
                 equal += sum(x == y for x, y in zip(a.labels, b.labels, strict=True))
@@ -187,13 +255,62 @@ def bench_labelling(example, policy, limit: int, n: int, m: int) -> dict:
             "completions_binary": totals["binary"], "completions_every": totals["every"],
             "per_step_binary": round(totals["binary"] / max(steps, 1), 3),
             "per_step_every": round(totals["every"] / max(steps, 1), 3),
-            "ratio": round(totals["every"] / max(totals["binary"], 1), 2), "n": n, "m": m}
+            "ratio": round(totals["every"] / max(totals["binary"], 1), 2), "n": n, "m": m,
+            "distinct_answers": len(sample_steps)}
+
+
+def bench_pipeline(example, work: Path, threads: int, quick: bool) -> dict:
+    """(c) End to end on the simulated policy: ``rm label`` on the train questions, ``rm train``
+    of the tiny model (held-out answers of other questions), best-of-8 on the dev questions."""
+    from rewardsql.demo.tiny import build_tiny_model
+    from rewardsql.training.prm.config import PRMConfig
+    from rewardsql.training.prm.trainer import run_prm
+    from rewardsql_sql_reward.label import LabelSettings, run_label
+    from rewardsql_sql_reward.policy import load_questions, stable_seed
+    from rewardsql_sql_reward.rerank import RerankSettings, run_rerank
+
+    torch.set_num_threads(threads)
+    train_q = load_questions(example.train_json, example.db_root,
+                             sample_values=example.sample_values)[:40 if quick else 200]
+    dev_q = load_questions(example.dev_json, example.db_root,
+                           sample_values=example.sample_values)
+    policy = SimulatedPolicy([*train_q, *dev_q])
+    labels = work / "pipeline" / "labels.jsonl"
+    if labels.exists():
+        labels.unlink()
+    report = run_label(policy, train_q, example.db_root, labels,
+                       LabelSettings(n=4, m=4), progress=False)
+    lines = labels.read_text(encoding="utf-8").splitlines()
+    cut = len(lines) * 4 // 5 // 4 * 4  # whole questions (4 answers each) held out
+    (work / "pipeline" / "train.jsonl").write_text("\n".join(lines[:cut]) + "\n")
+    (work / "pipeline" / "heldout.jsonl").write_text("\n".join(lines[cut:]) + "\n")
+    model = build_tiny_model(work / "model", example.corpus(), size="tiny")
+    result = run_prm(PRMConfig.from_dict({
+        "model_name_or_path": str(model), "train_file": str(work / "pipeline" / "train.jsonl"),
+        "eval_file": str(work / "pipeline" / "heldout.jsonl"),
+        "output_dir": str(work / "pipeline" / "prm"), "per_device_train_batch_size": 8,
+        "learning_rate": 2e-3, "num_train_epochs": 1 if quick else 3, "max_length": 768,
+        "logging_steps": 10, "save_steps": 100000, "warmup_ratio": 0.1, "seed": 0,
+        "resume_from_checkpoint": None, "report_to": "none"}))
+    cands = {}
+    for q in dev_q:
+        prompt = policy.prompt_text(q.messages)
+        samples = policy.generate(prompt, 8, seed=stable_seed(1, q.question_id))
+        cands[str(q.question_id)] = {"question_id": q.question_id, "candidates": samples,
+                                     "greedy": samples[0], "prompt": prompt}
+    summary = run_rerank(dev_q, example.db_root, work / "pipeline" / "prm",
+                         work / "pipeline" / "rerank", RerankSettings(n=8), candidates=cands,
+                         device="cpu", progress=False)
+    return {"label_responses": report.written, "label_plus": report.positive,
+            "label_minus": report.negative, "label_completions": report.rollouts,
+            "prm_heldout": result.evaluations[-1], "prm_train_steps": result.n_steps,
+            "rerank_accuracy": summary["accuracy"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy", type=Path, required=True,
-                        help="a policy for the tiny example (e.g. rewardsql sft's output)")
+    parser.add_argument("--policy", type=Path, default=None,
+                        help="a Hugging Face policy (default: the simulated policy)")
     parser.add_argument("--prm", type=Path, help="the PRM (default: the tiny model as one)")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
@@ -214,13 +331,21 @@ def main(argv: list[str] | None = None) -> int:
             (prm / "prm_config.json").write_text(json.dumps(
                 {"step_tag": " и ", "candidate_tokens": ["+", "-"]}))
     torch.set_num_threads(args.threads)
-    policy = Policy(args.policy, device="cpu", temperature=1.0, max_new_tokens=128)
-    limit, n = (4, 3) if args.quick else (20, 8)
+    if args.policy is not None:
+        policy = Policy(args.policy, device="cpu", temperature=1.0, max_new_tokens=128)
+    else:
+        from rewardsql_sql_reward.policy import load_questions
+
+        policy = SimulatedPolicy(load_questions(example.dev_json, example.db_root,
+                                                sample_values=example.sample_values))
+    limit, n = (4, 4) if args.quick else (24, 8)
     _, inputs = candidates(example, policy, limit, n)
     scoring = bench_scoring(prm, inputs, args.threads, 1 if args.quick else 3)
     print(json.dumps({"scoring": scoring}), flush=True)
-    labelling = bench_labelling(example, policy, 4 if args.quick else 20, 4, 4)
+    labelling = bench_labelling(example, policy, 8 if args.quick else 60, 8, 8)
     print(json.dumps({"labelling": labelling}), flush=True)
+    pipeline = bench_pipeline(example, work, args.threads, args.quick)
+    print(json.dumps({"pipeline": pipeline}), flush=True)
     print(f"scoring: PRMScorer {scoring['prmscorer_per_s']} candidates/s, HTTP service "
           f"{scoring['http_service_per_s']}/s: {scoring['ratio']}x (target >= 20x)")
     print(f"labelling: {labelling['per_step_every']} completions per labelled step for every "

@@ -163,6 +163,15 @@ def summary_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The prompt as ``rm label`` wrote it (the chat template; the PRM usually shares the
+    policy's), or the messages' text when the PRM's tokenizer has no template."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                             add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages)
+
+
 def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path,
                settings: RerankSettings, *, policy: Any = None,
                candidates: dict[str, dict[str, Any]] | None = None, device: str = "auto",
@@ -195,7 +204,7 @@ def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path
                                       source="--candidates")
                 cands = line["candidates"]
                 greedy = line.get("greedy") or cands[0]
-                prompt = line.get("prompt") or question.messages[-1]["content"]
+                prompt = line.get("prompt") or _prompt_text(scorer.tokenizer, question.messages)
             records.append(rerank_question(question, prompt, cands, greedy, verifier, scorer,
                                            annotation, settings))
     n = settings.n if policy is not None else max(

@@ -233,13 +233,13 @@ def test_use_v1_true_conflicts_with_a_ground_truth_manager(full_batch: Path,
     assert "needs the ground truth" in result.output and "trainer.use_v1" in result.output
 
 
-def test_prm_weight_spreads_the_outcome_over_all_tokens(full_batch: Path, tmp_path: Path) -> None:
+def test_prm_weight_needs_a_dense_reward_manager(full_batch: Path, tmp_path: Path) -> None:
+    # the seed's rm_coef is the process weight; sql_verifier gives no process reward (sql_prm
+    # does: tests/training/test_process_reward_plan.py)
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                    "-o", str(tmp_path), "--dry-run", "reward_model.rm_coef=0.5")
-    assert result.exit_code == 0, result.output
-    config = resolved(tmp_path)
-    assert config["rewardsql"]["reward_weights"]["process"] == 0.5
-    assert config["rewardsql"]["reward_manager"]["placement"] == "all_tokens"
+    assert result.exit_code == 2, result.output
+    assert "rewardsql.reward_weights.process" in result.output and "sql_prm" in result.output
 
 
 def test_outcome_weight_needs_a_manager_that_applies_it(full_batch: Path,

@@ -25,6 +25,7 @@ from rewardsql.section import (
     read_section,
 )
 from rewardsql.training.launcher import compose, resolve
+from rewardsql.training.local.settings import DENSE_ESTIMATOR
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,15 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         text.lstrip("+~").split("=", 1)[0] for text in options.overrides}
 
     # -- resolve what the config names
-    if not (options.core_function or config_core_function or options.algorithm) and (
-            "algorithm.adv_estimator" not in explicit):
+    named = bool(options.core_function or config_core_function or options.algorithm
+                 or "algorithm.adv_estimator" in explicit)
+    if not named and read_section(config).reward_weights.process > 0:
+        # process rewards pair with the estimator the original RewardSQL used for them
+        set_key(config, "algorithm.adv_estimator", DENSE_ESTIMATOR)
+        notes.append(f"algorithm.adv_estimator={DENSE_ESTIMATOR}: the estimator for process "
+                     f"rewards ({PROCESS_WEIGHT_KEY} > 0)")
+        named = True
+    if not named:
         raise ConfigError(
             "no advantage estimator: pass --algorithm (grpo, rloo, ppo, ...) or --core_function "
             "NAME with --core_algos MODULE, or set algorithm.adv_estimator in the config",
@@ -140,6 +148,8 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         _select(config, "reward.reward_manager.module.path"))
     _derive_reward_settings(config, section, manager, explicit, notes, warnings)
     resolve.check_manager_settings(manager, read_section(config).reward_manager)
+    _derive_process_reward(config, manager, options.engine, chosen.name, explicit, notes,
+                           warnings)
 
     env_vars = resolve.runtime_env_vars(core_algos)
     if core_functions:  # verl's Ray processes register the plain function at `import verl`
@@ -280,9 +290,85 @@ def _derive_reward_settings(config: Any, section: RewardSQLSection, manager: res
             f"{weights.outcome:g} is applied to the scores of rewardsql's reward managers, and "
             f"{manager.name!r} ({manager.provider}) is not one: scale the score in its reward "
             "function instead, or use a rewardsql manager", key=OUTCOME_WEIGHT_KEY)
-    if weights.process != 0:
-        warnings.append(f"{PROCESS_WEIGHT_KEY}={weights.process:g}: the process reward (PRM) is "
-                        "not wired into verl yet; only the outcome reward is computed")
+
+
+def _derive_process_reward(config: Any, manager: resolve.Resolved, engine: str, estimator: str,
+                           explicit: set[str], notes: list[str], warnings: list[str]) -> None:
+    """A process weight needs a manager that composes the weights (dense rewards) and its
+    reward model; on verl, the keys of verl's colocated reward-model path, the only one where
+    verl takes per-token rewards (spec/verl-cpu.md, "Dense rewards"). Notes say which path the
+    rewards take."""
+    section = read_section(config)
+    weights = section.reward_weights
+    if weights.process == 0:
+        return
+    cls = manager.obj if resolve.is_rewardsql_manager(manager) else None
+    if not getattr(cls, "composes_weights", False):
+        raise ConfigError(f"{weights.process:g} needs a reward manager that gives dense process "
+                          f"rewards (e.g. sql_prm), and {manager.name!r} does not",
+                          key=PROCESS_WEIGHT_KEY)
+    setting_name = getattr(cls, "reward_model_setting", None)
+    model_path = None
+    if setting_name:
+        model_path = section.reward_manager.get(setting_name)
+        check_process_reward_model(model_path, f"{MANAGER_SETTINGS_KEY}.{setting_name}")
+    if estimator == "grpo":
+        warnings.append("algorithm.adv_estimator=grpo sums the token rewards of a response: with "
+                        f"dense process rewards that is a length bias ({DENSE_ESTIMATOR} is the "
+                        "original RewardSQL's pairing)")
+    if engine == "local":
+        notes.append(f"rewards: {manager.name} composes process and outcome token rewards in the "
+                     "local engine's process (its reward model on the engine's device)")
+        return
+    if _select(config, "trainer.use_v1") and "trainer.use_v1" in explicit:
+        raise ConfigError("verl's v1 trainer has no dense-reward path with the ground truth; "
+                          "remove trainer.use_v1=true", key="trainer.use_v1")
+    set_key(config, "trainer.use_v1", False)
+    rm = "reward.reward_model"
+    for key, value in ((f"{rm}.enable", True), (f"{rm}.enable_resource_pool", False),
+                       (f"{rm}.model_path", model_path),
+                       (f"{rm}.rollout.tensor_model_parallel_size", 1)):
+        set_key(config, key, value)
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(config.reward.reward_model.rollout, "name") and not \
+            OmegaConf.is_missing(config.actor_rollout_ref.rollout, "name"):
+        set_key(config, f"{rm}.rollout.name", _select(config, "actor_rollout_ref.rollout.name"))
+    if not _select(config, "reward.custom_reward_function.path"):
+        from rewardsql import reward_placeholder
+
+        set_key(config, "reward.custom_reward_function.path", reward_placeholder.__file__)
+        set_key(config, "reward.custom_reward_function.name", reward_placeholder.NAME)
+    notes.append(f"rewards: verl's colocated reward-model path ({rm}.enable=true, "
+                 "enable_resource_pool=false, trainer.use_v1=false): the adapter of "
+                 f"{manager.name} returns token rewards and builds rm_scores; it loads the PRM "
+                 "in verl's reward worker itself (verl also serves model_path; the manager does "
+                 "not call that server)")
+
+
+def check_process_reward_model(path: Any, key: str) -> None:
+    """The PRM named by ``key`` is a local model directory whose step tag and candidates are
+    single tokens of its tokenizer (``prm_config.json``); a ConfigError naming the key if not."""
+    from pathlib import Path
+
+    if not path:
+        raise ConfigError("required with a process weight: the PRM's model directory", key=key)
+    model = Path(str(path)).expanduser()
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"{path} is not a model directory on this machine (no config.json)",
+                          key=key)
+    from transformers import AutoTokenizer
+
+    from rewardsql.training.prm import DEFAULT_CANDIDATES, DEFAULT_TAG, PRM_CONFIG_FILE, tag_tokens
+    from rewardsql.training.prm.scorer import read_prm_config
+
+    settings = read_prm_config(model)
+    try:
+        tag_tokens(AutoTokenizer.from_pretrained(model), settings.get("step_tag", DEFAULT_TAG),
+                   settings.get("candidate_tokens", DEFAULT_CANDIDATES))
+    except ConfigError as exc:
+        raise ConfigError(f"the PRM of {key}: {exc.message}", source=model / PRM_CONFIG_FILE,
+                          key=exc.key) from None
 
 
 def _leaf_keys(tree: dict[str, Any], prefix: str = "") -> set[str]:

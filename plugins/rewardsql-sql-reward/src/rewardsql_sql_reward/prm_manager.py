@@ -169,7 +169,7 @@ class SQLPRMManager(RewardManager):
         self.scorer = None
         self.annotation = Annotation()
         if s.process_weight > 0:
-            from rewardsql.training.prm.scorer import PRMScorer
+            from rewardsql.training.prm import PRMScorer
 
             self.scorer = PRMScorer(s.prm_path, device=s.device, batch_size=s.batch_size,
                                     max_length=s.max_length)

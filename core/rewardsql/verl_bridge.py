@@ -280,8 +280,9 @@ def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
                 super().__init__(config, tokenizer, compute_score)
                 section = read_section(config)
                 weights = section.reward_weights
+                wrapped: Any = manager_cls
                 self.manager = manager_cls(
-                    manager_cls.settings_for_weights(section.reward_manager, weights),
+                    wrapped.settings_for_weights(section.reward_manager, weights),
                     tokenizer=tokenizer,
                     compute_score=user_reward_function(config, compute_score),
                 )

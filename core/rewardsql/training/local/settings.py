@@ -349,6 +349,7 @@ def _manager_settings(values: Mapping[str, Any], section: Any, source: str | Non
 
     weights = section.reward_weights
     name = values["reward_manager"]
+    cls: Any
     try:
         cls = get_reward_manager(name) if name != "naive" else None
     except UnknownComponentError:

@@ -89,7 +89,8 @@ def step_end_tokens(tokenizer: Any, token_ids: Sequence[int], steps: Sequence[st
         return str(tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True))
 
     text = decoded(len(token_ids))
-    ends, cursor = [], 0
+    ends: list[int] = []
+    cursor = 0
     for step in steps:
         at = text.find(step, cursor)
         if at < 0:
@@ -148,6 +149,7 @@ class SQLPRMManager(RewardManager):
     settings: SQLPRMSettings
     composes_weights = True
     reward_model_setting = "prm_path"
+    needs_tokenizer = True  # `rewardsql plugins check` then hands it a real tokenizer
 
     @classmethod
     def settings_for_weights(cls, config: Mapping[str, Any], weights: Any) -> dict[str, Any]:

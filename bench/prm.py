@@ -10,7 +10,8 @@
     ``http.server`` on 127.0.0.1 in a subprocess (bounded request size, timeouts). Both score
     the same annotated candidates (8 per tiny dev question: the gold CoCTE steps and 7 samples)
     with the same tiny PRM (the tiny model with a ``prm_config.json``), torch on the
-    same thread count, measured in one run. Target: >= 20x.
+    same thread count, measured in one run, with the demo's prompts (schema only) and with
+    ``rewardsql data prepare``'s default prompts (3 sample values per column). Target: >= 20x.
 (b) Labelling: completions generated per labelled step, OmegaPRM's binary search (with rollout
     reuse across a question's answers) against labelling every prefix of every answer
     (Math-Shepherd), on the same 8 sampled answers of each tiny dev question with the same
@@ -145,14 +146,14 @@ class SimulatedPolicy:
         return out
 
 
-def candidates(example, policy, limit: int, n: int):
+def candidates(example, policy, limit: int, n: int, sample_values: int):
     """PRM inputs: ``n`` candidates per dev question (the gold steps and ``n - 1`` samples),
-    annotated."""
+    annotated; prompts with ``sample_values`` values per column."""
     from rewardsql_sql_reward.annotate import build_prm_inputs
     from rewardsql_sql_reward.policy import load_questions
 
     questions = load_questions(example.dev_json, example.db_root,
-                               sample_values=example.sample_values)[:limit]
+                               sample_values=sample_values)[:limit]
     items = []
     for q in questions:
         prompt = policy.prompt_text(q.messages)
@@ -336,18 +337,25 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from rewardsql_sql_reward.policy import load_questions
 
-        policy = SimulatedPolicy(load_questions(example.dev_json, example.db_root,
-                                                sample_values=example.sample_values))
+        policy = SimulatedPolicy([q for values in (example.sample_values, 3)
+                                  for q in load_questions(example.dev_json, example.db_root,
+                                                          sample_values=values)])
     limit, n = (4, 4) if args.quick else (24, 8)
-    _, inputs = candidates(example, policy, limit, n)
-    scoring = bench_scoring(prm, inputs, args.threads, 1 if args.quick else 3)
-    print(json.dumps({"scoring": scoring}), flush=True)
+    scoring = {}
+    # the demo's prompts (schema only), and `data prepare`'s default (3 values per column)
+    for values in (example.sample_values, 3):
+        _, inputs = candidates(example, policy, limit, n, values)
+        scoring[f"sample_values={values}"] = bench_scoring(prm, inputs, args.threads,
+                                                            1 if args.quick else 3)
+        print(json.dumps({"scoring": scoring}), flush=True)
     labelling = bench_labelling(example, policy, 8 if args.quick else 60, 8, 8)
     print(json.dumps({"labelling": labelling}), flush=True)
     pipeline = bench_pipeline(example, work, args.threads, args.quick)
     print(json.dumps({"pipeline": pipeline}), flush=True)
-    print(f"scoring: PRMScorer {scoring['prmscorer_per_s']} candidates/s, HTTP service "
-          f"{scoring['http_service_per_s']}/s: {scoring['ratio']}x (target >= 20x)")
+    for name, row in scoring.items():
+        print(f"scoring ({name}, {row['tokens_mean']} tokens): PRMScorer "
+              f"{row['prmscorer_per_s']} candidates/s, HTTP service {row['http_service_per_s']}/s:"
+              f" {row['ratio']}x (target >= 20x)")
     print(f"labelling: {labelling['per_step_every']} completions per labelled step for every "
           f"prefix, {labelling['per_step_binary']} for binary search: {labelling['ratio']}x "
           f"fewer (target >= 3x); equal hard labels {labelling['equal_hard_labels']} of "

@@ -264,11 +264,15 @@ def run_label(policy: Any, questions: Sequence[Any], db_root: Path, output: Path
             inputs = build_prm_inputs([(prompt, r, question.db_id) for r in responses], verifier,
                                       annotation)
             outcomes = judge(responses)
-            for j in todo:
+            for j in range(settings.n):
                 separator[0] = STEP_TAG if TAG_PATTERN.search(responses[j]) else "\n\n"
                 item = inputs[j]
+                # answers written before a kill are labelled again (not written): the prefixes
+                # they sampled are reused by later answers, as in an uninterrupted run
                 labels = label_response(item.steps, item.failed, outcomes[j], values,
                                         settings.search)
+                if j not in todo:
+                    continue
                 line = {
                     "question_id": question.question_id, "sample": j, "db_id": question.db_id,
                     "prompt": prompt, "response": responses[j], "steps": item.steps,

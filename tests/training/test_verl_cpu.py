@@ -50,6 +50,7 @@ def test_dry_run_with_device_cpu_sets_verls_cpu_settings(tmp_path_factory: Any,
         "ray_kwargs.ray_init.num_cpus=12",  # the user's KEY=VALUE wins over the CPU settings
     ])
     assert result.exit_code == 0, result.output
+    assert "device:         cpu" in result.output
     config = yaml.safe_load((out / "resolved_config.yaml").read_text())
     assert config["trainer"]["device"] == "cpu"
     assert config["trainer"]["use_v1"] is False

@@ -50,6 +50,7 @@ def summary(plan: TrainPlan) -> str:
         (f"GPUs:           {_select(c, 'trainer.nnodes')} node(s) x "
          f"{_select(c, 'trainer.n_gpus_per_node')}, rollout "
          f"{_select(c, 'actor_rollout_ref.rollout.name')}") if plan.options.engine == "verl"
+        and plan.options.device != "cpu"
         else f"device:         {_select(c, 'trainer.device')}",
         f"output:         {_select(c, 'trainer.default_local_dir')}",
         f"engine:         {plan.options.engine}",

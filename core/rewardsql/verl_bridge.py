@@ -29,7 +29,7 @@ from rewardsql import reward_placeholder as placeholder
 from rewardsql.components import Component, ComponentKind
 from rewardsql.registry import LOCAL_PLUGIN, get_plugin_manager, on_change
 from rewardsql.rewards import RewardRequest, RewardResult, validate_results
-from rewardsql.section import read_section
+from rewardsql.section import PROCESS_WEIGHT_KEY, read_section
 
 logger = logging.getLogger(__name__)
 
@@ -358,8 +358,8 @@ def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
                     raise ValueError(
                         f"{source} returned token_rewards, but verl 0.9.1's reward loop takes one "
                         "score per sample except on its colocated reward-model path (a manager "
-                        "that composes the weights, e.g. sql_prm, with "
-                        "rewardsql.reward_weights.process > 0, launched by `rewardsql train`); "
+                        f"that composes the weights, e.g. sql_prm, with {PROCESS_WEIGHT_KEY} > 0, "
+                        "launched by `rewardsql train`); "
                         "configure it for sequence-level scores (for sql_verifier: placement "
                         "last_token) or use `--engine local`"
                     )

@@ -27,6 +27,7 @@ from typing import Any
 from rewardsql import RewardManager, RewardRequest, RewardResult
 from rewardsql.errors import ConfigError
 from rewardsql.schema import setting, to_dict
+from rewardsql.section import MANAGER_SETTINGS_KEY
 
 from rewardsql_sql_reward.annotate import Annotation, PRMInput, build_prm_inputs
 from rewardsql_sql_reward.manager import SQLVerifierManager, SQLVerifierSettings
@@ -44,8 +45,8 @@ class SQLPRMSettings:
 
     prm_path: str | None = setting(
         None, "The PRM: a Hugging Face model directory; its prm_config.json names the step tag, "
-              "the candidates and the annotation it was trained with. Required when "
-              "rewardsql.reward_weights.process > 0.")
+              "the candidates and the annotation it was trained with. Required with a "
+              "process weight.")
     device: str = setting("auto", "Where the PRM runs: auto (a GPU when there is one), cpu, "
                                   "cuda or cuda:N. The local engine sets cpu under "
                                   "trainer.device=cpu.")
@@ -60,8 +61,10 @@ class SQLPRMSettings:
         None, "Where the outcome goes: all_tokens (every token, published beside a PRM) or "
               "last_token; null: all_tokens when the process weight is > 0, else last_token.",
         choices=(None, *OUTCOME_PLACEMENTS))
-    process_weight: float = setting(0.0, "Filled from rewardsql.reward_weights.process.")
-    outcome_weight: float = setting(1.0, "Filled from rewardsql.reward_weights.outcome.")
+    process_weight: float = setting(0.0, "The process weight (filled from the reward "
+                                              "weights' process).")
+    outcome_weight: float = setting(1.0, "The outcome weight (filled from the reward "
+                                              "weights' outcome).")
     verifier: SQLVerifierSettings = setting(
         SQLVerifierSettings(), "The SQL verifier (sql_verifier's settings; its placement is "
                                "not used: outcome_placement says where the outcome goes).")
@@ -74,7 +77,7 @@ class SQLPRMSettings:
             raise ConfigError("reward weights must not be negative", key="process_weight")
         if self.process_weight > 0 and not self.prm_path:
             raise ConfigError("the process weight is > 0 and no PRM is named: set "
-                              "rewardsql.reward_manager.prm_path", key="prm_path")
+                              f"{MANAGER_SETTINGS_KEY}.prm_path", key="prm_path")
 
 
 def step_end_tokens(tokenizer: Any, token_ids: Sequence[int], steps: Sequence[str]

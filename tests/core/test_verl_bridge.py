@@ -458,7 +458,8 @@ def test_readme_legacy_manager_through_verls_reward_loop(tokenizer, readme_plugi
             assert [o["reward_score"] for o in outputs] == [1.0, 0.0]
             assert [o["reward_extra_info"] for o in outputs] == [{"acc": 1.0}, {"acc": 0.0}]
         else:
-            with pytest.raises(ValueError, match="one score per sample except on its colocated reward-model"):
+            with pytest.raises(
+                    ValueError, match="one score per sample except on its colocated reward-model"):
                 asyncio.run(RewardLoopWorker.compute_score_batch(worker, data))
 
 

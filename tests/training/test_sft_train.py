@@ -170,7 +170,7 @@ def test_a_crafted_pickle_in_a_checkpoint_is_refused_in_one_line(tmp_path_factor
                     resume_from_checkpoint="auto"))
     marker = tmp_path / "pwned"
     (out / "checkpoint-1" / "rng_state.pth").write_bytes(pickle.dumps(_Marker(marker)))
-    with pytest.raises(LaunchError, match="cannot resume from .*checkpoint-1 safely"):
+    with pytest.raises(LaunchError, match=r"cannot resume from .*checkpoint-1 safely"):
         run_sft(_config(tmp_path_factory, out, max_steps=2, save_steps=1,
                         save_total_limit=None, resume_from_checkpoint="auto"))
     assert not marker.exists()

@@ -317,7 +317,7 @@ def test_local_engine_errors_are_reported_cleanly(full_batch: Path, tmp_path: Pa
     result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
                    "-o", str(tmp_path / "out"), "--engine", "local",
                    f"actor_rollout_ref.model.path={tmp_path / 'no_model'}")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error:" in result.output and "Traceback" not in result.output
 
 
@@ -345,7 +345,7 @@ def test_local_engine_with_reproducible_cpu_math_says_what_it_computes_with(
     assert label.startswith(f"reproducible {name}")
     assert (f"CPU math:       {label}, {REPRODUCIBLE_THREADS} torch threads"
             in result.stdout), result.stdout + result.stderr
-    assert result.returncode == 1 and "error:" in result.stderr
+    assert result.returncode == 2 and "error:" in result.stderr
 
 
 def test_bad_engine_and_missing_output_dir(full_batch: Path, tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from rewardsql.training.cpu_math import (
 pytestmark = pytest.mark.slow
 
 REPORT_KEYS = {"sft", "grpo", "improvement", "timings", "settings", "environment", "teacher",
-               "dev_per_template"}
+               "dev_per_template", "prm", "best_of_n", "grpo_process", "improvement_process",
+               "improvement_best_of_n"}
 
 
 def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
@@ -31,13 +32,27 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
         [sys.executable, "-m", "rewardsql", "demo", "--quick", "--output-dir", str(out)],
         capture_output=True, text=True, timeout=600, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "dev accuracy after GRPO" in proc.stdout
+    assert "dev accuracy: GRPO outcome + process" in proc.stdout
 
     report = json.loads((out / "report.json").read_text())
     assert set(report) >= REPORT_KEYS
-    for stage in ("sft", "grpo"):
+    for stage in ("sft", "grpo", "grpo_process"):
         assert 0.0 <= report[stage]["dev_accuracy"] <= 1.0
+    for stage in ("sft", "grpo"):
         assert 0.0 <= report[stage]["own_prompts_accuracy"] <= 1.0
+    # every stage ran: the PRM trained on at least 200 labelled steps of the policy's answers,
+    # best-of-8 scored dev, both GRPO runs stepped. (--quick's 30 SFT steps give a policy too
+    # weak for a correct answer, so its rewards do not vary; the full demo's do.)
+    for run in ("grpo", "grpo_process"):
+        assert report[run]["steps"] == 3
+    assert report["prm"]["steps"] >= 200 and report["prm"]["train_steps"] >= 1
+    assert report["prm"]["steps"] == report["prm"]["positive_steps"] + \
+        report["prm"]["negative_steps"]
+    assert 0.0 <= report["prm"]["held_out"]["step_accuracy"] <= 1.0
+    best = report["best_of_n"]
+    assert best["n"] == 8 and best["questions"] == report["sft"]["dev_count"]
+    assert best["accuracy"]["pass@8"] >= max(best["accuracy"]["prm_min"],
+                                             best["accuracy"]["majority_vote"])
     # --quick: 3 steps of 4 prompts, each drawn once (rl has 80 prompts)
     assert report["grpo"]["own_prompts_count"] == min(12, demo.OWN_PROMPTS_EVALUATED)
     assert report["improvement"] == pytest.approx(
@@ -48,10 +63,10 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
                                                 "count_distinct"}
     per_template = report["dev_per_template"]
     assert sum(v["n"] for v in per_template.values()) == report["sft"]["dev_count"]
-    for stage in ("sft", "grpo"):
+    for stage in ("sft", "grpo", "grpo_process"):
         total = sum(v[stage] * v["n"] for v in per_template.values())
         assert total / report["sft"]["dev_count"] == pytest.approx(report[stage]["dev_accuracy"])
-    assert "SFT teacher's near-misses" in proc.stdout
+    assert "SFT teacher's near-miss in group_having" in proc.stdout
     assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s",
                                        "own_prompts_eval_s", "total_s"}
     assert report["settings"]["quick"] is True

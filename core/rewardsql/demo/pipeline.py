@@ -1,21 +1,24 @@
-"""``rewardsql demo``: the whole job on the bundled example, end to end, on a CPU in minutes.
+"""``rewardsql demo``: the whole method on the bundled example, end to end, on a CPU in minutes.
 
-Builds the example data and the tiny model (cached), fine-tunes it on the train split's
-demonstrations (``rewardsql sft`` with ``SFT_CONFIG``; an imperfect teacher wrote them:
-:mod:`rewardsql.demo.tiny.teacher`), evaluates greedy dev execution accuracy, trains with GRPO on
-the rl split's questions on the local engine (``GRPO_CONFIG``: the SQL verifier and
-``grpo_weighted``), evaluates again, and writes ``report.json`` and ``report.png``. The report
-states the teacher's near-misses and shows dev accuracy per template, so that what GRPO fixed is
-visible; greedy accuracy on the rl questions GRPO trained on is reported beside dev's.
+Stages, each through the public APIs the commands use: the example data and the tiny model
+(cached); SFT on the train split's demonstrations (``rewardsql sft``; an imperfect teacher wrote
+them: :mod:`rewardsql.demo.tiny.teacher`); greedy dev accuracy; step labels of the SFT policy's
+answers to rl questions (``rewardsql rm label``); a PRM trained on them (``rewardsql rm train``);
+best-of-N on dev (``rewardsql rerank``: PRM@N, majority vote, pass@N); GRPO with outcome rewards
+(``sql_verifier``, ``grpo_weighted``) and GRPO with outcome and process rewards (``sql_prm``,
+``grpo_process_avg_unique``), both on the local engine as ``rewardsql train --engine local``
+plans them; greedy dev accuracy after each. The report states the teacher's near-misses and
+shows dev accuracy per template, so that what each stage fixed is visible.
 
 Layout of the output directory::
 
-    cache/           example data and tiny model (reused when their inputs are unchanged)
-    sft/             the fine-tuned model
-    grpo/            metrics.jsonl, dev.jsonl, tensorboard/, final_model/
-    report.json      teacher, dev_per_template, sft.dev_accuracy, grpo.dev_accuracy,
-                     *.own_prompts_accuracy (GRPO's own rl prompts), timings, settings
-    report.png       GRPO reward over steps; dev accuracy, and accuracy on GRPO's own prompts
+    cache/               example data and tiny model (reused when their inputs are unchanged)
+    sft/                 the fine-tuned policy
+    prm/                 labels.jsonl (+ the training / held-out split), model/ (the PRM)
+    best_of_n/           per-question JSON, summary.json, prediction files per method
+    grpo/, grpo_process/ each GRPO run: metrics.jsonl, dev.jsonl, tensorboard/, final_model/
+    report.json          every figure and timing, the teacher, dev accuracy per template
+    report.png           reward over GRPO steps (both runs); dev accuracy by stage
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from rewardsql.config import set_key, to_plain
 from rewardsql.demo.tiny import CONFIG_DIR
 from rewardsql.errors import ConfigError, require, require_verl
 from rewardsql.io import atomic_write, atomic_write_json
-from rewardsql.section import MANAGER_SETTINGS_KEY
+from rewardsql.section import MANAGER_SETTINGS_KEY, PROCESS_WEIGHT_KEY
 from rewardsql.training.cpu_math import cpu_math_label
 from rewardsql.training.environment import describe_environment
 
@@ -49,6 +52,20 @@ QUICK_GRPO: dict[str, Any] = {
     "actor_rollout_ref.rollout.n": 4, "trainer.total_training_steps": 3, "trainer.test_freq": -1,
 }
 
+#: The PRM stages: rl questions whose SFT answers are labelled (then split, by question, into
+#: PRM training and held-out labels), how they are sampled and labelled, how the PRM (initialised
+#: from the SFT model, which already reads the prompts) is trained, and best-of-N on dev.
+LABEL_QUESTIONS = {"full": 160, "quick": 32}
+LABEL_SETTINGS: dict[str, Any] = {"n": 4, "m": 4, "max_new_tokens": 80, "search": "binary"}
+HELD_OUT_FRACTION = 0.2
+PRM_TRAIN: dict[str, Any] = {"learning_rate": 1e-3, "num_train_epochs": 3,
+                             "per_device_train_batch_size": 8, "max_length": 512,
+                             "warmup_ratio": 0.1, "logging_steps": 10, "save_steps": 100_000,
+                             "resume_from_checkpoint": None, "report_to": "none"}
+BEST_OF_N = 8
+#: GRPO with process rewards: the sql_prm manager's PRM weight beside the outcome's 1.0.
+PROCESS_WEIGHT = 0.5
+
 #: How many of the rl questions GRPO trained on (the first drawn) the report evaluates, greedy,
 #: with the SFT and the GRPO model, beside dev: whether GRPO learned its own prompts, and
 #: whether that carried over to questions it never saw.
@@ -59,18 +76,28 @@ REPORT_PNG = "report.png"
 
 
 def grpo_plan(example: Any, model_path: Path, output_dir: Path, *, quick: bool, seed: int,
-              device: str = "cpu", overrides: Iterable[str] = ()) -> Any:
+              device: str = "cpu", prm: Path | None = None, overrides: Iterable[str] = ()) -> Any:
     """The demo's GRPO run as ``rewardsql train --engine local`` would plan it: grpo.yaml, this
-    run's paths and seeds, the ``--quick`` settings, then ``overrides`` (``KEY=VALUE``)."""
+    run's paths and seeds, the ``--quick`` settings, then ``overrides`` (``KEY=VALUE``). With a
+    ``prm``, rewards are the ``sql_prm`` manager's: the PRM's step scores (weight
+    ``PROCESS_WEIGHT``) plus the outcome, with ``grpo_process_avg_unique`` advantages."""
+    from rewardsql.config import load_config
     from rewardsql.training.launcher import TrainOptions, build_plan
 
+    manager = {**load_config(GRPO_CONFIG)["rewardsql"]["reward_manager"],
+               "db_root": str(example.db_root)}
+    if prm is not None:
+        manager = {"prm_path": str(prm), "verifier": manager}
     values: dict[str, Any] = {
         "data.train_files": str(example.rl_parquet), "data.val_files": str(example.dev_parquet),
         "data.seed": seed, "actor_rollout_ref.model.path": str(model_path),
-        "actor_rollout_ref.rollout.seed": seed,
-        f"{MANAGER_SETTINGS_KEY}.db_root": str(example.db_root), "trainer.device": device,
-        **(QUICK_GRPO if quick else {}),
+        "actor_rollout_ref.rollout.seed": seed, MANAGER_SETTINGS_KEY: manager,
+        "trainer.device": device, **(QUICK_GRPO if quick else {}),
     }
+    if prm is not None:
+        values.update({"reward.reward_manager.name": "sql_prm",
+                       PROCESS_WEIGHT_KEY: PROCESS_WEIGHT,
+                       "algorithm.adv_estimator": "grpo_process_avg_unique"})
     texts = [f"{key}={json.dumps(value)}" for key, value in values.items()]
     options = TrainOptions(output_dir=Path(output_dir), config=GRPO_CONFIG, engine="local",
                            overrides=[*texts, *overrides])
@@ -131,14 +158,14 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
         timings[name] = round(time.perf_counter() - since, 2)
         return time.perf_counter()
 
-    echo(f"[1/5] example data and tiny model ({scale}) in {cache}")
+    echo(f"[1/8] example data and tiny model ({scale}) in {cache}")
     t = time.perf_counter()
     example = build_example(cache / f"example-{scale}-seed{seed}", seed=seed, scale=scale)
     model_dir = build_tiny_model(cache / f"model-{MODEL_SIZE}-{scale}-seed{seed}",
                                  example.corpus(), seed=seed, size=MODEL_SIZE)
     t = lap("build_s", t)
 
-    echo("[2/5] supervised fine-tuning")
+    echo("[2/8] supervised fine-tuning on the teacher's demonstrations")
     sft_dir = output_dir / "sft"
     overrides = {"model_name_or_path": str(model_dir), "train_file": str(example.sft_train),
                  "output_dir": str(sft_dir), "eval_file": None, "device": device}
@@ -150,18 +177,39 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     plan = grpo_plan(example, sft_dir, output_dir / "grpo", quick=quick, seed=seed,
                      device=device)
     config = plan.config
-    echo("[3/5] dev execution accuracy after SFT (greedy)")
+    echo("[3/8] dev execution accuracy after SFT (greedy)")
     before = evaluate_model(config)
     t = lap("sft_eval_s", t)
 
-    echo(f"[4/5] GRPO ({plan.estimator.name}, {plan.reward_manager.name})")
+    echo("[4/8] step labels: the SFT policy's answers on rl questions, executed and labelled")
+    labels = label_steps(example, sft_dir, output_dir / "prm", scale=scale, seed=seed,
+                         device=device)
+    t = lap("label_s", t)
+
+    echo("[5/8] PRM training on the labels")
+    prm = train_prm(sft_dir, labels, output_dir / "prm", device=device)
+    t = lap("prm_train_s", t)
+
+    dev_n = int(config.data.val_max_samples) if quick else example.n_dev
+    echo(f"[6/8] best-of-{BEST_OF_N} on dev with the PRM ({dev_n} questions)")
+    best = best_of_n(example, sft_dir, prm["model_dir"], output_dir / "best_of_n", dev_n,
+                     seed=seed, device=device)
+    t = lap("best_of_n_s", t)
+
+    echo(f"[7/8] GRPO, outcome rewards ({plan.estimator.name}, {plan.reward_manager.name})")
     run = launch.run_local(plan)
     t = lap("grpo_s", t)
-    after = run.final_dev_accuracy
-    if after is None:  # the engine evaluates at the last step whenever there are dev files
-        raise RuntimeError("the GRPO run made no dev evaluation")
+    process_plan = grpo_plan(example, sft_dir, output_dir / "grpo_process", quick=quick,
+                             seed=seed, device=device, prm=Path(prm["model_dir"]))
+    echo(f"[8/8] GRPO, outcome and process rewards ({process_plan.estimator.name}, "
+         f"{process_plan.reward_manager.name}, process weight {PROCESS_WEIGHT:g})")
+    process_run = launch.run_local(process_plan)
+    t = lap("grpo_process_s", t)
+    after, after_process = run.final_dev_accuracy, process_run.final_dev_accuracy
+    if after is None or after_process is None:  # the engine evaluates at the last step
+        raise RuntimeError("a GRPO run made no dev evaluation")
 
-    echo("[5/5] accuracy on GRPO's own prompts before and after GRPO (greedy), report")
+    echo("accuracy on GRPO's own prompts before and after GRPO (greedy), report")
     own = list(dict.fromkeys(run.trained_prompts))[:OWN_PROMPTS_EVALUATED]
     own_config = copy.deepcopy(config)
     set_key(own_config, "data.val_files", config.data.train_files)
@@ -172,8 +220,9 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     from rewardsql.training.local.metrics import read_metrics
 
     steps = read_metrics(run.output_dir)
-    final_dev = json.loads((run.output_dir / "dev.jsonl").read_text().splitlines()[-1])
-    per_template = _per_template(example.dev_json, before.per_prompt, final_dev["dev/per_prompt"])
+    process_steps = read_metrics(process_run.output_dir)
+    per_template = _per_template(example.dev_json, before.per_prompt,
+                                 _last_dev(run.output_dir), _last_dev(process_run.output_dir))
     timings["total_s"] = round(time.perf_counter() - started, 2)
     report = {
         "teacher": example.teacher,
@@ -188,18 +237,16 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "steps": sft.steps,
             "model_dir": str(sft_dir),
         },
-        "grpo": {
-            "dev_accuracy": after,
-            "dev_history": [[0, before.accuracy], *[[s, a] for s, a in run.dev_history]],
+        "prm": {**labels, **prm},
+        "best_of_n": best,
+        "grpo": _grpo_report(run, steps, before.accuracy) | {
             "own_prompts_accuracy": own_after.accuracy,
-            "own_prompts_count": own_after.count,
-            "steps": run.global_step,
-            "reward_mean_first": steps[0]["reward/mean"] if steps else None,
-            "reward_mean_last": steps[-1]["reward/mean"] if steps else None,
-            "model_dir": str(run.final_model_dir),
-            "metrics": str(run.metrics_path),
-        },
+            "own_prompts_count": own_after.count},
+        "grpo_process": _grpo_report(process_run, process_steps, before.accuracy) | {
+            "process_weight": PROCESS_WEIGHT},
         "improvement": after - before.accuracy,
+        "improvement_process": after_process - before.accuracy,
+        "improvement_best_of_n": best["accuracy"]["prm_min"] - best["accuracy"]["greedy"],
         "timings": timings,
         "settings": {
             "quick": quick,
@@ -211,67 +258,159 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "n_dev_questions": example.n_dev,
             "sft_config": str(SFT_CONFIG),
             "grpo": to_plain(config),
+            "grpo_process_overrides": {"reward.reward_manager.name": "sql_prm",
+                                       PROCESS_WEIGHT_KEY: PROCESS_WEIGHT},
+            "label": {**LABEL_SETTINGS, "questions": LABEL_QUESTIONS[scale]},
+            "prm_train": PRM_TRAIN,
         },
         "environment": describe_environment(device),
     }
     atomic_write_json(output_dir / REPORT_JSON, report)
-    plot_report(steps, report["grpo"]["dev_history"], output_dir / REPORT_PNG,
-                own_prompts=(own_before.accuracy, own_after.accuracy))
+    plot_report(report, {"outcome": steps, "outcome + process": process_steps},
+                output_dir / REPORT_PNG)
     echo(summary_table(report))
     return report
 
 
-def _per_template(dev_json: Path, sft: list[float], grpo: list[float]
+def _last_dev(run_dir: Path) -> list[float]:
+    """Each dev prompt's result at a run's last dev evaluation (its dev.jsonl)."""
+    return json.loads((run_dir / "dev.jsonl").read_text().splitlines()[-1])["dev/per_prompt"]
+
+
+def _grpo_report(run: Any, steps: list[dict[str, Any]], before: float) -> dict[str, Any]:
+    return {
+        "dev_accuracy": run.final_dev_accuracy,
+        "dev_history": [[0, before], *[[s, a] for s, a in run.dev_history]],
+        "steps": run.global_step,
+        "reward_mean_first": steps[0]["reward/mean"] if steps else None,
+        "reward_mean_last": steps[-1]["reward/mean"] if steps else None,
+        "grad_norm_max": max((r.get("actor/grad_norm") or 0.0 for r in steps), default=0.0),
+        "groups_with_variance": sum(r.get("reward/groups_with_variance") or 0 for r in steps),
+        "model_dir": str(run.final_model_dir),
+        "metrics": str(run.metrics_path),
+    }
+
+
+def label_steps(example: Any, policy_dir: Path, out_dir: Path, *, scale: str, seed: int,
+                device: str) -> dict[str, Any]:
+    """``rewardsql rm label``'s work: the policy's answers to the first rl questions, every step
+    labelled by execution; the labels split by question into PRM training and held-out files."""
+    from rewardsql_sql_reward.label import LabelSettings, run_label
+    from rewardsql_sql_reward.policy import Policy, load_questions
+
+    questions = load_questions(example.rl_parquet, example.db_root)[:LABEL_QUESTIONS[scale]]
+    settings = LabelSettings(**LABEL_SETTINGS, seed=seed)
+    policy = Policy(policy_dir, device=device, max_new_tokens=settings.max_new_tokens)
+    labels = out_dir / "labels.jsonl"
+    started = time.perf_counter()
+    report = run_label(policy, questions, example.db_root, labels, settings, progress=False)
+    lines = [json.loads(line) for line in labels.read_text(encoding="utf-8").splitlines()]
+    held = {q.question_id for q in questions[:round(len(questions) * HELD_OUT_FRACTION)]}
+    train, held_out = out_dir / "labels_train.jsonl", out_dir / "labels_held_out.jsonl"
+    for path, keep in ((train, False), (held_out, True)):
+        with atomic_write(path) as handle:
+            handle.writelines(json.dumps(line) + "\n" for line in lines
+                              if (line["question_id"] in held) == keep)
+    return {"labels": str(labels), "labels_train": str(train), "labels_held_out": str(held_out),
+            "questions": len(questions), "responses": len(lines),
+            "steps": report.positive + report.negative, "positive_steps": report.positive,
+            "negative_steps": report.negative, "rollouts": report.rollouts,
+            "label_seconds": round(time.perf_counter() - started, 2)}
+
+
+def train_prm(init_dir: Path, labels: dict[str, Any], out_dir: Path, *, device: str
+              ) -> dict[str, Any]:
+    """``rewardsql rm train``'s work: the PRM, from the SFT model, on the training labels; its
+    held-out step accuracy, first-error accuracy and AUC."""
+    from rewardsql.training.prm.config import PRMConfig
+    from rewardsql.training.prm.trainer import run_prm
+
+    config = PRMConfig.from_dict({
+        **PRM_TRAIN, "model_name_or_path": str(init_dir), "train_file": labels["labels_train"],
+        "eval_file": labels["labels_held_out"], "output_dir": str(out_dir / "model"),
+        "device": device})
+    result = run_prm(config)
+    held_out = result.evaluations[-1] if result.evaluations else {}
+    return {"model_dir": str(result.output_dir), "train_steps": result.steps,
+            "train_examples": result.n_examples, "train_loss_first": result.first_loss,
+            "train_loss_final": result.final_loss, "held_out": held_out}
+
+
+def best_of_n(example: Any, policy_dir: Path, prm_dir: str, out_dir: Path, count: int, *,
+              seed: int, device: str) -> dict[str, Any]:
+    """``rewardsql rerank``'s work on the first ``count`` dev questions: N samples of the SFT
+    policy each, picked by the PRM (and by vote), beside greedy and pass@N."""
+    from rewardsql_sql_reward.policy import Policy, load_questions
+    from rewardsql_sql_reward.rerank import RerankSettings, run_rerank
+
+    questions = load_questions(example.dev_parquet, example.db_root)[:count]
+    settings = RerankSettings(n=BEST_OF_N, max_new_tokens=LABEL_SETTINGS["max_new_tokens"],
+                              seed=seed)
+    policy = Policy(policy_dir, device=device, max_new_tokens=settings.max_new_tokens)
+    summary = run_rerank(questions, example.db_root, Path(prm_dir), out_dir, settings,
+                         policy=policy, device=device, progress=False)
+    return {"n": BEST_OF_N, "questions": summary["questions"],
+            "accuracy": summary["accuracy"], "all_failed": summary["all_failed"],
+            "summary": str(out_dir / "summary.json")}
+
+
+def _per_template(dev_json: Path, sft: list[float], grpo: list[float], grpo_process: list[float]
                   ) -> dict[str, dict[str, float]]:
-    """Greedy dev accuracy per template after SFT and after GRPO (the evaluated dev prompts are
-    the first ones of dev.json, in order)."""
+    """Greedy dev accuracy per template after SFT and after each GRPO run (the evaluated dev
+    prompts are the first ones of dev.json, in order)."""
     templates = [q["template"] for q in json.loads(dev_json.read_text())][:len(sft)]
     out: dict[str, dict[str, float]] = {}
     for template in sorted(set(templates)):
         idx = [i for i, t in enumerate(templates) if t == template]
-        out[template] = {"n": len(idx), "sft": sum(sft[i] for i in idx) / len(idx),
-                         "grpo": sum(grpo[i] for i in idx) / len(idx)}
+        out[template] = {"n": len(idx), **{
+            stage: sum(values[i] for i in idx) / len(idx)
+            for stage, values in (("sft", sft), ("grpo", grpo), ("grpo_process", grpo_process))}}
     return out
 
 
-def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], path: Path,
-                own_prompts: tuple[float, float] | None = None) -> None:
-    """Two panels: mean training reward per GRPO step; greedy accuracy on dev at each evaluation
-    and, when given, on GRPO's own prompts before and after GRPO."""
+#: The bars of the report's plot: (label, where the figure is in the report).
+STAGES = (("SFT\n(greedy)", ("sft", "dev_accuracy")),
+          (f"PRM@{BEST_OF_N}\n(min)", ("best_of_n", "accuracy", "prm_min")),
+          (f"majority\n@{BEST_OF_N}", ("best_of_n", "accuracy", "majority_vote")),
+          ("GRPO\noutcome", ("grpo", "dev_accuracy")),
+          ("GRPO outcome\n+ process", ("grpo_process", "dev_accuracy")))
+
+
+def stage_accuracy(report: Mapping[str, Any], where: tuple[str, ...]) -> float:
+    node: Any = report
+    for key in where:
+        node = node[key]
+    return float(node)
+
+
+def plot_report(report: Mapping[str, Any], runs: Mapping[str, list[dict[str, Any]]],
+                path: Path) -> None:
+    """Two panels: mean training reward per step of each GRPO run; dev accuracy per stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for axis in (left, right):
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    xs = [r["step"] for r in steps]
-    left.plot(xs, [r["reward/mean"] for r in steps], marker=".", label="reward mean")
-    if len(xs) >= 5:
-        window = max(2, len(xs) // 8)
-        rewards = [r["reward/mean"] for r in steps]
-        windows = [rewards[max(0, i - window + 1):i + 1] for i in range(len(rewards))]
-        smooth = [sum(w) / len(w) for w in windows]
-        left.plot(xs, smooth, label=f"moving mean ({window} steps)")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for name, steps in runs.items():
+        left.plot([r["step"] for r in steps], [r["reward/mean"] for r in steps], marker=".",
+                  label=f"GRPO, {name} rewards")
     left.set_xlabel("GRPO step")
-    left.set_ylabel("execution reward (train samples)")
+    left.set_ylabel("mean reward of the step's samples")
     left.set_title("Training reward")
-    left.set_ylim(-0.02, 1.02)
     left.grid(alpha=0.3)
     left.legend(loc="upper left")
-    right.plot([s for s, _ in dev_history], [a for _, a in dev_history], marker="o",
-               color="tab:green", label="dev (never trained on)")
-    if own_prompts is not None:
-        right.plot([0, dev_history[-1][0]], list(own_prompts), marker="s", linestyle="--",
-                   color="tab:gray", label="GRPO's own prompts")
-    right.set_xlabel("GRPO step (0 = after SFT)")
-    right.set_ylabel("execution accuracy (greedy)")
-    right.set_title("Accuracy")
-    right.legend(loc="upper left")
-    right.set_ylim(-0.02, 1.02)
-    right.grid(alpha=0.3)
+    labels = [label for label, _ in STAGES]
+    values = [stage_accuracy(report, where) for _, where in STAGES]
+    bars = right.bar(labels, values, color=["tab:gray", "tab:purple", "tab:olive",
+                                            "tab:blue", "tab:green"])
+    right.bar_label(bars, fmt="%.3f")
+    right.set_ylabel("dev execution accuracy")
+    right.set_title(f"Dev accuracy by stage ({report['sft']['dev_count']} questions)")
+    right.set_ylim(0, 1.05)
+    right.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=100)
@@ -279,33 +418,34 @@ def plot_report(steps: list[dict[str, Any]], dev_history: list[list[float]], pat
 
 
 def summary_table(report: Mapping[str, Any]) -> str:
-    """The printed summary: accuracies before/after GRPO and where the time went."""
+    """The printed summary: the teacher, accuracy per stage, the PRM, where the time went."""
     t = report["timings"]
     teacher = report["teacher"]
-    planted = ", ".join(f"{t} ({m['kind']})" for t, m in teacher["near_misses"].items())
+    prm = report["prm"]
+    held = prm.get("held_out") or {}
     rows = [
-        ("SFT teacher's near-misses", f"{teacher['error_rate']:.0%} of: {planted}"),
-        *[(f"dev {t} (n={v['n']}): SFT -> GRPO", f"{v['sft']:.2f} -> {v['grpo']:.2f}")
-          for t, v in report["dev_per_template"].items() if t in teacher["near_misses"]],
-        ("dev accuracy after SFT", f"{report['sft']['dev_accuracy']:.3f}"),
-        ("dev accuracy after GRPO", f"{report['grpo']['dev_accuracy']:.3f}"),
-        ("change", f"{report['improvement']:+.3f}"),
+        *[(f"SFT teacher's near-miss in {name}", f"{teacher['error_rate']:.0%}: {m['kind']}")
+          for name, m in teacher["near_misses"].items()],
+        *[(f"dev {name} (n={v['n']}): SFT -> GRPO outcome / + process",
+           f"{v['sft']:.2f} -> {v['grpo']:.2f} / {v['grpo_process']:.2f}")
+          for name, v in report["dev_per_template"].items() if name in teacher["near_misses"]],
+        *[(f"dev accuracy: {label.replace(chr(10), ' ')}",
+           f"{stage_accuracy(report, where):.3f}") for label, where in STAGES],
+        (f"dev pass@{BEST_OF_N} (sampled)",
+         f"{report['best_of_n']['accuracy'][f'pass@{BEST_OF_N}']:.3f}"),
         ("dev questions evaluated", str(report["sft"]["dev_count"])),
-        ("GRPO's own prompts: accuracy after SFT",
-         f"{report['sft']['own_prompts_accuracy']:.3f}"),
-        ("GRPO's own prompts: accuracy after GRPO",
+        ("PRM labels: steps (+ / -)",
+         f"{prm['steps']} ({prm['positive_steps']} / {prm['negative_steps']})"),
+        ("PRM held-out step accuracy", f"{held.get('step_accuracy', float('nan')):.3f}"),
+        ("GRPO's own prompts: SFT -> GRPO outcome",
+         f"{report['sft']['own_prompts_accuracy']:.3f} -> "
          f"{report['grpo']['own_prompts_accuracy']:.3f}"),
-        ("GRPO's own prompts evaluated", str(report["grpo"]["own_prompts_count"])),
-        ("GRPO steps", str(report["grpo"]["steps"])),
+        ("GRPO steps (each run)", str(report["grpo"]["steps"])),
         ("CPU", str(report["environment"].get("cpu"))),
         ("CPU math", cpu_math_label(report["environment"].get("cpu_math") or {})),
         ("torch threads", str(report["environment"].get("torch_threads"))),
-        ("time: data + model", f"{t['build_s']:.0f} s"),
-        ("time: SFT", f"{t['sft_s']:.0f} s"),
-        ("time: dev eval after SFT", f"{t['sft_eval_s']:.0f} s"),
-        ("time: GRPO (with dev evals)", f"{t['grpo_s']:.0f} s"),
-        ("time: own-prompt evals", f"{t['own_prompts_eval_s']:.0f} s"),
-        ("time: total", f"{t['total_s']:.0f} s"),
+        *[(f"time: {name.removesuffix('_s').replace('_', ' ')}", f"{seconds:.0f} s")
+          for name, seconds in t.items()],
     ]
     width = max(len(name) for name, _ in rows)
     values = max(10, *(len(value) for _, value in rows))

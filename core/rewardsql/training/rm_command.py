@@ -21,7 +21,7 @@ def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="PRM config (JSON or YAML).")],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="KEY=VALUE settings that override the file (values read as JSON), "
+        typer.Argument(help="KEY=VALUE settings that override the file (key=v, +key=v, ~key), "
                             "e.g. label_type=soft lora.r=8.", show_default=False),
     ] = None,
     dry_run: Annotated[

@@ -16,7 +16,7 @@ def sft(
     config: Annotated[Path, typer.Option("--config", "-c", help="SFT config (JSON or YAML).")],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="KEY=VALUE settings that override the file (values read as JSON), "
+        typer.Argument(help="KEY=VALUE settings that override the file (key=v, +key=v, ~key), "
                             "e.g. learning_rate=2e-5 lora.r=8.", show_default=False),
     ] = None,
     dry_run: Annotated[

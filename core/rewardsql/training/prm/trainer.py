@@ -15,29 +15,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rewardsql.errors import ConfigError
 from rewardsql.training.cpu_math import describe_cpu_math
+from rewardsql.training.pretrained import from_pretrained
 from rewardsql.training.prm.config import PRMConfig
 from rewardsql.training.prm.data import PRMCollator, PRMExamples, encode_records
 from rewardsql.training.prm.encode import Encoded, TagTokens, tag_tokens
 from rewardsql.training.prm.metrics import prm_metrics
 from rewardsql.training.prm.scorer import PRM_CONFIG_FILE, candidate_logits, step_probabilities
-from rewardsql.training.sft.config import check_paths
 from rewardsql.training.sft.data import read_rows
 from rewardsql.training.sft.train import (
     _LossLog,
     _save_final,
     _training_arguments,
-    attention_implementation,
-    bf16_supported,
-    check_deepspeed,
-    check_device,
     find_checkpoint,
+    prepare_run,
 )
 
 log = logging.getLogger(__name__)
@@ -124,19 +120,10 @@ def run_prm(config: PRMConfig) -> PRMResult:
         TrainingArguments,
     )
 
-    check_paths(config)
-    check_device(config.device)
-    check_deepspeed(config)
-    attn = attention_implementation(config.flash_attention)
-    bf16 = config.bf16
-    if bf16 and not bf16_supported():
-        warnings.warn("bf16 was requested but this machine has no native bfloat16 support; "
-                      "training in float32 instead", stacklevel=2)
-        bf16 = False
+    attn, bf16 = prepare_run(config)
     started = time.monotonic()
-    transformers.set_seed(config.seed)
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    tokenizer = from_pretrained(AutoTokenizer, config.model_name_or_path, key="model_name_or_path")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
@@ -149,8 +136,8 @@ def run_prm(config: PRMConfig) -> PRMResult:
                 if config.eval_file else None)
 
     dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, dtype=dtype,
-                                                 attn_implementation=attn)
+    model = from_pretrained(AutoModelForCausalLM, config.model_name_or_path,
+                            key="model_name_or_path", dtype=dtype, attn_implementation=attn)
     if config.gradient_checkpointing:
         model.config.use_cache = False
     if config.lora is not None:

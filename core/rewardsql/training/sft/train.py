@@ -171,11 +171,11 @@ class _LossLog:
         self.evals = evals
 
 
-def run_sft(config: SFTConfig) -> SFTResult:
-    """Fine-tune ``config.model_name_or_path`` on ``config.train_file``; save to output_dir."""
-    import torch
+def prepare_run(config: SFTConfig) -> tuple[str, bool]:
+    """What every trainer on this machinery checks and sets first: paths, device, DeepSpeed,
+    the attention implementation and bf16 (with its fallback), the seed. Returns
+    ``(attention implementation, bf16)``."""
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     check_paths(config)
     check_device(config.device)
@@ -184,10 +184,20 @@ def run_sft(config: SFTConfig) -> SFTResult:
     bf16 = config.bf16
     if bf16 and not bf16_supported():
         warnings.warn("bf16 was requested but this machine has no native bfloat16 support; "
-                      "training in float32 instead", stacklevel=2)
+                      "training in float32 instead", stacklevel=3)
         bf16 = False
-    started = time.monotonic()
     transformers.set_seed(config.seed)
+    return attn, bf16
+
+
+def run_sft(config: SFTConfig) -> SFTResult:
+    """Fine-tune ``config.model_name_or_path`` on ``config.train_file``; save to output_dir."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    attn, bf16 = prepare_run(config)
+    started = time.monotonic()
 
     tokenizer = from_pretrained(AutoTokenizer, config.model_name_or_path, key="model_name_or_path")
     if tokenizer.pad_token_id is None:

@@ -148,3 +148,16 @@ def test_demo_unknown_cpu_math_names_the_value_and_the_choices(tmp_path: Path):
     assert "--cpu-math must be one of reproducible, native, got 'fast'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_demo_without_the_sql_plugin_says_how_to_install_it_before_any_work(tmp_path: Path):
+    code = ("import runpy, sys; sys.modules['rewardsql_sql_reward'] = None; "
+            "sys.argv = ['rewardsql', *sys.argv[1:]]; "
+            "runpy.run_module('rewardsql', run_name='__main__')")
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-c", code, "demo", "--quick", "--output-dir",
+                           str(out)], capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "rewardsql demo needs the SQL plugin" in proc.stderr
+    assert "pip install rewardsql-sql-reward" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "cache").exists()

@@ -24,6 +24,7 @@ Layout of the output directory::
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +33,7 @@ from typing import Any
 
 from rewardsql.config import set_key, to_plain
 from rewardsql.demo.tiny import CONFIG_DIR
-from rewardsql.errors import ConfigError, require, require_verl
+from rewardsql.errors import ConfigError, MissingDependencyError, require, require_verl
 from rewardsql.io import atomic_write, atomic_write_json
 from rewardsql.section import MANAGER_SETTINGS_KEY, PROCESS_WEIGHT_KEY
 from rewardsql.training.cpu_math import cpu_math_label
@@ -134,6 +135,10 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     # Before any work: the train extra (the report's plot, minutes from now, needs matplotlib).
     for module in ("torch", "transformers", "matplotlib"):
         require(module, "rewardsql demo", "train")
+    if importlib.util.find_spec("rewardsql_sql_reward") is None:  # its rewards, labels, prompts
+        raise MissingDependencyError(
+            "rewardsql demo needs the SQL plugin, which is not installed here: pip install "
+            "rewardsql-sql-reward (from a checkout: pip install -e plugins/rewardsql-sql-reward)")
     import torch
 
     from rewardsql.demo.tiny import build_example, build_tiny_model

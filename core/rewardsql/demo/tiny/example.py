@@ -28,12 +28,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from rewardsql_sql_reward.prompts import build_messages, schema_ddl
+from typing import Any
 
 from rewardsql.demo.tiny import teacher
 from rewardsql.demo.tiny.domains import DOMAINS, generate_rows, write_database
 from rewardsql.demo.tiny.questions import SPLITS, Pair, generate_pairs
+from rewardsql.errors import MissingDependencyError
 from rewardsql.io import atomic_write, atomic_write_json, atomic_write_text
 
 #: Bump when the output of the generator changes, so old caches are rebuilt.
@@ -183,6 +183,7 @@ def build_example(out_dir: str | os.PathLike[str], *, seed: int = 0,
     if manifest is not None:
         return _example(out, manifest, built=False)
 
+    _prompts()  # before writing anything: the prompts need the SQL plugin
     p = _paths(out)
     out.mkdir(parents=True, exist_ok=True)
     db_digests = {}
@@ -205,6 +206,7 @@ def build_example(out_dir: str | os.PathLike[str], *, seed: int = 0,
         for conn in conns.values():
             conn.close()
 
+    schema_ddl = _prompts().schema_ddl
     schemas = {d.db_id: schema_ddl(p["db_root"] / d.db_id / f"{d.db_id}.sqlite",
                                    sample_values=SAMPLE_VALUES) for d in DOMAINS}
     taught = teacher.demonstrations([q.template for q in pairs["train"]],
@@ -224,6 +226,19 @@ def build_example(out_dir: str | os.PathLike[str], *, seed: int = 0,
                 "databases": db_digests}
     atomic_write_json(p["manifest"], manifest)
     return _example(out, manifest, built=True)
+
+
+def _prompts() -> Any:
+    """The SQL plugin's prompt builder: the example's prompts are the ones ``rewardsql data
+    prepare`` writes for Spider and BIRD (one builder)."""
+    try:
+        from rewardsql_sql_reward import prompts
+    except ImportError:
+        raise MissingDependencyError(
+            "the bundled example needs the SQL plugin, which is not installed here: pip install "
+            "rewardsql-sql-reward (from a checkout: pip install -e plugins/rewardsql-sql-reward)"
+        ) from None
+    return prompts
 
 
 def _write_db_atomically(domain, rows, target: Path) -> None:
@@ -258,7 +273,7 @@ def _write_split(p: dict[str, Path], split: str, pairs: list[Pair], first_id: in
     records = []
     sft_lines = []
     for i, q in enumerate(questions):
-        messages = build_messages(schemas[q["db_id"]], q["question"])
+        messages = _prompts().build_messages(schemas[q["db_id"]], q["question"])
         records.append({
             "data_source": DATA_SOURCE,
             "prompt": messages,

@@ -70,6 +70,7 @@ class _Run:
         self.timeout_s, self.message = timeout_s, message
         self.marker = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.done = threading.Event()
+        self.expired = False
         self.started = time.monotonic()
         os.environ[RUN_MARKER] = self.marker  # before Ray starts: all its processes inherit it
         threading.Thread(target=self._expire, name="rewardsql-watchdog", daemon=True).start()
@@ -78,6 +79,7 @@ class _Run:
     def _expire(self) -> None:
         if self.done.wait(self.timeout_s):
             return
+        self.expired = True  # whoever ends the process now ends it with TIMEOUT_EXIT
         print(f"error: {self.message.format(timeout=self.timeout_s)}", file=sys.stderr,
               flush=True)
         end_processes(self.marker)
@@ -115,6 +117,9 @@ def finish_run() -> int:
         logger.info("ended %d process(es) left behind by the run after %.0f s", left,
                     time.monotonic() - run.started)
     os.environ.pop(RUN_MARKER, None)
+    if run.expired:  # the main thread got there first (its Ray call failed as we ended it)
+        sys.stderr.flush()
+        os._exit(TIMEOUT_EXIT)
     return left
 
 

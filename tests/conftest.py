@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import rewardsql
-from rewardsql import verl_bridge
+from rewardsql import signatures, verl_bridge
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +25,7 @@ def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     rewardsql.reset_plugin_manager()
     verl_bridge._reported.clear()
+    signatures._load.cache_clear()  # functions loaded by path: a test's fake module is its own
     for registry, content in zip(registries, saved, strict=True):
         registry.clear()
         registry.update(content)

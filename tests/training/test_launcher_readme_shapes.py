@@ -25,6 +25,7 @@ from rewardsql.training.launcher import TrainOptions, build_plan
 @pytest.fixture
 def readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     site = _readme_plugin.install(tmp_path / "site")
+    sys.modules.pop(_readme_plugin.MODULE, None)  # another test's copy: import this site's
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     monkeypatch.setenv("REWARDSQL_PLUGINS", _readme_plugin.DIST)

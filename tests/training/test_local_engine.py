@@ -182,7 +182,11 @@ def test_evaluate_model_on_chosen_prompts(fixture):
     right, wrong = (evaluate_model(config, prompt_indices=[i]) for i in (1, 4))
     assert (right.count, right.accuracy) == (1, 1.0)
     assert (wrong.count, wrong.accuracy) == (1, 0.0)
-    assert evaluate_model(config, prompt_indices=[4, 0, 5, 1]).accuracy == 0.5
+    # several chosen prompts: their mean, each scored as on its own
+    chosen = [4, 0, 5, 1]
+    alone = [evaluate_model(config, prompt_indices=[i]).accuracy for i in chosen]
+    together = evaluate_model(config, prompt_indices=chosen)
+    assert together.per_prompt == alone and together.accuracy == sum(alone) / len(alone)
 
 
 @pytest.mark.parametrize("do_sample", [False, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -275,3 +276,28 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     """``python -m rewardsql *args`` in a fresh interpreter."""
     return subprocess.run([sys.executable, "-m", "rewardsql", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+PRM_PROMPT = "<|im_start|>user\nList the products.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def prm_records(n: int, seed: int) -> list[dict]:
+    """Chains whose bad steps end in "AND 0)" (an always-empty filter); every step after the
+    first bad one is "-", as automatic labels are."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = rng.randint(1, 3)
+        bad_at = rng.choice([*range(k + 1), k + 1])  # k + 1: no bad step
+        steps, labels = [], []
+        for i in range(k + 1):
+            price = rng.randint(1, 90)
+            cond = f"price > {price}" + (" AND 0" if i == bad_at else "")
+            steps.append(f"WITH s{i} AS (SELECT name FROM products WHERE {cond})" if i < k
+                         else f"SELECT name FROM s{i - 1} WHERE {cond}")
+            labels.append("-" if i >= bad_at else "+")
+        soft = [0.0 if lab == "-" else round(rng.uniform(0.5, 1.0), 3) for lab in labels]
+        out.append({"prompt": PRM_PROMPT, "steps": steps, "annotated_steps": steps,
+                    "labels": labels, "soft_labels": soft,
+                    "settings": {"result_rows": 50, "result_chars": 500}})
+    return out

@@ -104,7 +104,7 @@ def test_dense_rewards_at_step_ends(prm_path, tokenizer, db_root):
             expected[end] += 0.5 * score
         assert result.token_rewards == pytest.approx(expected, abs=1e-5), result.extra
         assert result.extra["acc"] == outcome and result.extra["prm_status_ok"] == 1
-        assert result.extra["prm_steps"] == len(scores)
+        assert result.extra["prm_steps"] == result.extra["prm_reward_tokens"] == len(scores)
         if len(ends) > 1:  # dense: more than one distinct value
             assert len({round(v, 6) for v in result.token_rewards}) > 1
     # the sample without a database: the verifier's infra error and a recorded PRM status
@@ -127,6 +127,7 @@ def test_fill_and_last_token_placements(prm_path, tokenizer, db_root):
     assert len(set(rewards[:tag])) == 1 and rewards[0] > 0  # step 1's tokens share its score
     assert tag == len(ids) - 1 or len(set(rewards[tag + 1:-1])) == 1
     assert rewards[-1] == pytest.approx(rewards[-2] + 1.0)  # the outcome on the last token
+    assert result.extra["prm_reward_tokens"] == len(ids)  # the last step ends the response
 
 
 def test_settings_errors_name_the_key(prm_path, tokenizer):

@@ -1,12 +1,13 @@
 """kill -9 anywhere loses at most one checkpoint interval and corrupts nothing (issue 26).
 
-Real processes, real SIGKILLs: ``run_local`` (the engine of ``rewardsql train --engine local``)
-and ``rewardsql sft`` on the tiny example, killed while writing a checkpoint and during a step,
+Real processes, real SIGKILLs: ``run_local`` (the engine of ``rewardsql train --engine local``),
+``rewardsql sft`` and ``rewardsql rm train`` on the tiny model, killed while writing a checkpoint
+and during a step,
 then run again with the same command: the run finishes with the step count of an uninterrupted
 run, every JSON file parses, and no JSON-lines record is duplicated or torn. A kill in the middle
 of an append is reproduced by leaving the torn line such a kill leaves on disk.
 
-Not covered here: ``rewardsql rm train`` and ``rm label`` (built in another issue).
+``rewardsql rm label``'s kill test is in tests/sql_reward/test_prm_commands.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from _tiny_helpers import TINY_SFT_CONFIG, quick_example, tiny_model
+from _train_helpers import prm_records
 
 pytestmark = pytest.mark.slow  # a minute each on 2 busy cores: three real runs
 
@@ -145,17 +147,36 @@ def test_local_engine_killed_while_checkpointing_and_mid_step_resumes_cleanly(
     assert (out / "final_model" / "config.json").is_file()
 
 
-def test_sft_killed_while_checkpointing_and_mid_step_resumes_cleanly(tmp_path_factory,
-                                                                     tmp_path):
+def _sft_args(tmp_path_factory, out: Path, steps: int) -> list[str]:
     example = quick_example(tmp_path_factory)
-    out = tmp_path / "sft"
-    steps = 6
-    args = ["-m", "rewardsql", "sft", "--config", str(TINY_SFT_CONFIG),
+    return ["-m", "rewardsql", "sft", "--config", str(TINY_SFT_CONFIG),
             f"model_name_or_path={tiny_model(tmp_path_factory)}",
             f"train_file={example.sft_train}", f"output_dir={out}", f"max_steps={steps}",
             "save_steps=2", "save_total_limit=null", "eval_file=null",
             "per_device_train_batch_size=2", "logging_steps=1", "resume_from_checkpoint=auto",
             "device=cpu"]
+
+
+def _rm_train_args(tmp_path_factory, out: Path, steps: int) -> list[str]:
+    labels = out.parent / "labels.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in prm_records(40, 0)))
+    config = out.parent / "rm_config.json"
+    config.write_text(json.dumps({
+        "model_name_or_path": str(tiny_model(tmp_path_factory)), "train_file": str(labels),
+        "output_dir": str(out), "max_length": 256, "learning_rate": 1e-3}))
+    return ["-m", "rewardsql", "rm", "train", "--config", str(config), f"max_steps={steps}",
+            "save_steps=2", "save_total_limit=null", "per_device_train_batch_size=2",
+            "logging_steps=1", "resume_from_checkpoint=auto", "device=cpu"]
+
+
+@pytest.mark.parametrize(("command", "result_file"), [("sft", "sft_result.json"),
+                                                      ("rm train", "prm_result.json")])
+def test_trainer_killed_while_checkpointing_and_mid_step_resumes_cleanly(
+        tmp_path_factory, tmp_path, command, result_file):
+    out = tmp_path / "out"
+    steps = 6
+    build = _sft_args if command == "sft" else _rm_train_args
+    args = build(tmp_path_factory, out, steps)
 
     def checkpoint_being_written() -> bool:
         # The Trainer writes trainer_state.json last: a directory without it is mid-write.
@@ -172,13 +193,13 @@ def test_sft_killed_while_checkpointing_and_mid_step_resumes_cleanly(tmp_path_fa
     state_file.write_bytes(state_file.read_bytes()[: state_file.stat().st_size // 2])
     _finish(_start(args))
 
-    result = json.loads((out / "sft_result.json").read_text())
+    result = json.loads((out / result_file).read_text())
     assert result["steps"] == steps
     # Killed after the last checkpoint, before the final model was swapped in: the same command
     # saves that checkpoint's model, without training a step more.
-    (out / "sft_result.json").unlink()
+    (out / result_file).unlink()
     _finish(_start(args))
-    result = json.loads((out / "sft_result.json").read_text())
+    result = json.loads((out / result_file).read_text())
     assert result["steps"] == steps and result["start_step"] == steps
     assert not (out / f"checkpoint-{steps + 1}").exists()
     assert result["final_loss"] is not None

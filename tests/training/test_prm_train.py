@@ -4,12 +4,12 @@ predicted above chance, the output scores with ``PRMScorer``; config checks and 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 from _tiny_helpers import REPO, read_jsonl, run_cli, tiny_model
+from _train_helpers import prm_records
 from rewardsql.errors import ConfigError
 from rewardsql.training.prm import PRMScorer
 from rewardsql.training.prm.config import PRMConfig
@@ -17,31 +17,6 @@ from rewardsql.training.prm.metrics import auc, prm_metrics
 from rewardsql.training.prm.trainer import run_prm
 
 PAPER_RM_CONFIG = REPO / "examples" / "rewardsql" / "rm_config.json"
-PROMPT = "<|im_start|>user\nList the products.<|im_end|>\n<|im_start|>assistant\n"
-
-
-def _records(n: int, seed: int) -> list[dict]:
-    """Chains whose bad steps end in "AND 0)" (an always-empty filter); every step after the
-    first bad one is "-", as automatic labels are."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        k = rng.randint(1, 3)
-        bad_at = rng.choice([*range(k + 1), k + 1])  # k + 1: no bad step
-        steps, labels = [], []
-        for i in range(k + 1):
-            price = rng.randint(1, 90)
-            cond = f"price > {price}" + (" AND 0" if i == bad_at else "")
-            steps.append(f"WITH s{i} AS (SELECT name FROM products WHERE {cond})" if i < k
-                         else f"SELECT name FROM s{i - 1} WHERE {cond}")
-            labels.append("-" if i >= bad_at else "+")
-        soft = [0.0 if lab == "-" else round(rng.uniform(0.5, 1.0), 3) for lab in labels]
-        out.append({"prompt": PROMPT, "steps": steps, "annotated_steps": steps,
-                    "labels": labels, "soft_labels": soft,
-                    "settings": {"result_rows": 50, "result_chars": 500}})
-    return out
-
-
 def _write(path, records) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return str(path)
@@ -59,8 +34,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prm-data")
-    return _write(folder / "train.jsonl", _records(160, 0)), _write(folder / "dev.jsonl",
-                                                                    _records(60, 1))
+    return _write(folder / "train.jsonl", prm_records(160, 0)), _write(folder / "dev.jsonl",
+                                                                    prm_records(60, 1))
 
 
 def _config(tmp_path_factory, data, out, **changes) -> PRMConfig:
@@ -114,8 +89,8 @@ def test_data_must_match_the_annotation_settings(tmp_path_factory, tmp_path, dat
     config = _config(tmp_path_factory, data, tmp_path / "x", result_rows=10)
     with pytest.raises(ConfigError, match="annotated with result_rows=50"):
         run_prm(config)
-    plain = _write(tmp_path / "plain.jsonl", [{k: v for k, v in r.items()
-                                               if k != "annotated_steps"} for r in _records(3, 2)])
+    plain = _write(tmp_path / "plain.jsonl", [
+        {k: v for k, v in r.items() if k != "annotated_steps"} for r in prm_records(3, 2)])
     with pytest.raises(ConfigError, match=r"'annotated_steps'.*execution_results"):
         run_prm(_config(tmp_path_factory, (plain, None), tmp_path / "y"))
 

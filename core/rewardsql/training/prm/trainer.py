@@ -12,8 +12,6 @@ annotation settings, so every consumer scores the way the PRM was trained.
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +31,11 @@ from rewardsql.training.sft.train import (
     _save_final,
     _training_arguments,
     find_checkpoint,
+    finished_state,
     prepare_run,
+    train_or_adopt,
 )
 
-log = logging.getLogger(__name__)
 RESULT_FILE = "prm_result.json"
 #: Bump when the meaning of prm_config.json changes.
 PRM_FORMAT = 1
@@ -135,9 +134,12 @@ def run_prm(config: PRMConfig) -> PRMResult:
     held_out = (_load_examples(config.eval_file, "eval_file", config, tokenizer, tokens)
                 if config.eval_file else None)
 
+    resume = find_checkpoint(config)
+    finished = finished_state(resume, config)
     dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
-    model = from_pretrained(AutoModelForCausalLM, config.model_name_or_path,
-                            key="model_name_or_path", dtype=dtype, attn_implementation=attn)
+    source = resume if finished is not None and resume else config.model_name_or_path
+    model = from_pretrained(AutoModelForCausalLM, source, key="model_name_or_path", dtype=dtype,
+                            attn_implementation=attn)
     if config.gradient_checkpointing:
         model.config.use_cache = False
     if config.lora is not None:
@@ -172,12 +174,7 @@ def run_prm(config: PRMConfig) -> PRMResult:
                          train_dataset=train.examples,
                          data_collator=PRMCollator(tokenizer.pad_token_id),
                          processing_class=tokenizer, callbacks=[losses.callback, HeldOut()])
-    resume = find_checkpoint(config)
-    start_step = 0
-    if resume is not None:
-        start_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
-        log.info("resuming from %s (step %d)", resume, start_step)
-    trainer.train(resume_from_checkpoint=resume)
+    start_step = train_or_adopt(trainer, resume, finished, losses)
     if held_out is not None and not evaluations:  # resumed after the last epoch ended
         evaluations.append(evaluate_examples(trainer.model, held_out, tokens,
                                              batch_size=config.per_device_eval_batch_size,

@@ -126,7 +126,7 @@ def find_checkpoint(config: SFTConfig) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
-def _finished_state(resume: str | None, config: SFTConfig) -> dict[str, Any] | None:
+def finished_state(resume: str | None, config: SFTConfig) -> dict[str, Any] | None:
     """The trainer state of ``resume`` when it ends the run ``config`` asks for (same total
     steps or epochs, all done); None otherwise, and always with LoRA (its checkpoints hold the
     adapter only)."""
@@ -171,6 +171,32 @@ class _LossLog:
         self.evals = evals
 
 
+def train_or_adopt(trainer: Any, resume: str | None, finished: dict[str, Any] | None,
+                   losses: _LossLog) -> int:
+    """Train from ``resume`` (None: from the start); return the step training started at.
+
+    ``finished`` (:func:`finished_state`): the run had ended before it was killed, before or
+    while saving the final model. Resuming the Trainer there would train one more step, so the
+    checkpoint's state and losses are adopted instead (its weights were loaded as the model).
+    """
+    start_step = 0
+    if resume is not None:
+        start_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
+        log.info("resuming from %s (step %d)", resume, start_step)
+    if finished is not None:
+        trainer.state.global_step = start_step
+        history = finished.get("log_history", [])
+        losses.losses.extend((e["step"], float(e["loss"])) for e in history if "loss" in e)
+        losses.evals.extend(float(e["eval_loss"]) for e in history if "eval_loss" in e)
+        return start_step
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except pickle.UnpicklingError as exc:  # transformers loads resume files weights-only
+        raise LaunchError(f"cannot resume from {resume} safely (only tensors and plain "
+                          f"state are loaded): {str(exc).splitlines()[0]}") from None
+    return start_step
+
+
 def prepare_run(config: SFTConfig) -> tuple[str, bool]:
     """What every trainer on this machinery checks and sets first: paths, device, DeepSpeed,
     the attention implementation and bf16 (with its fallback), the seed. Returns
@@ -210,7 +236,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
                               config.max_length, source=config.eval_file)
 
     resume = find_checkpoint(config)
-    finished = _finished_state(resume, config)
+    finished = finished_state(resume, config)
     dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
     source = resume if finished is not None and resume else config.model_name_or_path
     model = from_pretrained(AutoModelForCausalLM, source, key="model_name_or_path", dtype=dtype,
@@ -231,23 +257,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
                       eval_dataset=evaluation.examples if evaluation else None,
                       data_collator=Collator(tokenizer.pad_token_id),
                       processing_class=tokenizer, callbacks=[losses.callback])
-    start_step = 0
-    if resume is not None:
-        start_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
-        log.info("resuming from %s (step %d)", resume, start_step)
-    if finished is not None:
-        # The run had finished (killed before or while saving the final model). Resuming the
-        # Trainer there would train one more step; the checkpoint's weights are the result.
-        trainer.state.global_step = start_step
-        history = finished.get("log_history", [])
-        losses.losses.extend((e["step"], float(e["loss"])) for e in history if "loss" in e)
-        losses.evals.extend(float(e["eval_loss"]) for e in history if "eval_loss" in e)
-    else:
-        try:
-            trainer.train(resume_from_checkpoint=resume)
-        except pickle.UnpicklingError as exc:  # transformers loads resume files weights-only
-            raise LaunchError(f"cannot resume from {resume} safely (only tensors and plain "
-                              f"state are loaded): {str(exc).splitlines()[0]}") from None
+    start_step = train_or_adopt(trainer, resume, finished, losses)
     eval_loss = losses.evals[-1] if losses.evals else None
     if evaluation is not None and eval_loss is None:
         eval_loss = float(trainer.evaluate()["eval_loss"])

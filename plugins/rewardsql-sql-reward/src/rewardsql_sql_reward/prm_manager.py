@@ -143,7 +143,8 @@ class SQLPRMManager(RewardManager):
     (:meth:`settings_for_weights`), and the manager applies them itself (``composes_weights``).
     ``extra`` (numeric, per response; their batch means are the metrics): ``acc``,
     ``sql_seconds``, ``status_<verifier status>``, ``prm_step_score`` (mean step score),
-    ``prm_steps`` (steps scored), ``prm_seconds`` (the batch's PRM time), ``prm_status_<s>``
+    ``prm_steps`` (steps scored), ``prm_reward_tokens`` (tokens given a process reward),
+    ``prm_seconds`` (the batch's PRM time), ``prm_status_<s>``
     for each of :data:`PRM_STATUSES`. ``score`` is ``outcome_weight x outcome +
     process_weight x mean step score``. Needs the policy's ``tokenizer``.
     """
@@ -235,8 +236,13 @@ class SQLPRMManager(RewardManager):
         tokens = compose(len(request.response_token_ids), ends, scores, correct, s,
                          self.outcome_placement)
         mean = sum(scores) / len(scores) if scores else 0.0
+        # fill covers every token up to the last scored step's end; step_end one per step
+        covered = len(scores)
+        if scores and s.process_placement == "fill":
+            covered = ends[len(scores) - 1] + 1
         extra: dict[str, Any] = {k: v for k, v in outcome.extra.items() if k != "status"}
-        extra.update({"prm_step_score": mean, "prm_steps": len(scores), "prm_seconds": seconds})
+        extra.update({"prm_step_score": mean, "prm_steps": len(scores),
+                      "prm_reward_tokens": covered, "prm_seconds": seconds})
         extra.update({f"prm_status_{name}": int(status == name) for name in PRM_STATUSES})
         return RewardResult(score=s.outcome_weight * correct + s.process_weight * mean,
                             token_rewards=tokens, extra=extra)

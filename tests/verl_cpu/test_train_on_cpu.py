@@ -3,8 +3,10 @@ gloo and vLLM's CPU build, on the tiny model and the tiny example. Nothing is mo
 
 Two invocations share one output directory: the first trains 2 GRPO steps with a reward that
 varies and saves a checkpoint; the second resumes from it and trains 2 more with ``sql_verifier``
-and rewardsql's ``grpo_weighted`` estimator. The figures come from verl's own metrics log
-(``trainer.logger=file``).
+and rewardsql's ``grpo_weighted`` estimator. A third trains 2 steps with process rewards
+(``sql_prm``, ``grpo_process_avg_unique``) on verl's colocated reward-model path. The figures
+come from verl's own metrics log (``trainer.logger=file``) and rollout dumps
+(``trainer.rollout_data_dir``).
 """
 
 from __future__ import annotations
@@ -132,6 +134,58 @@ def test_a_second_invocation_resumes_with_sql_verifier(runs: tuple[Run, Run]) ->
     assert "estimator:      grpo_weighted" in second.result.stdout
     for step in (3, 4):  # the untrained model's SQL never runs: every score is 0
         assert second.metrics[step]["critic/score/max"] == 0
+
+
+#: The process weight of the sql_prm run.
+PROCESS = 0.5
+
+
+@pytest.fixture(scope="module")
+def prm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
+    """2 GRPO steps with sql_prm: the tiny model is the policy and, untrained, the PRM (its step
+    scores vary from step to step; whether they are good does not matter here). Steps are
+    scored on every token of the step (``fill``), the published placement."""
+    root = _workspace(tmp_path_factory)
+    example = quick_example(tmp_path_factory)
+    manager = {"prm_path": str(root / "model"), "device": "cpu", "process_placement": "fill",
+               "verifier": {"db_root": str(example.db_root), "workers": 1}}
+    rollouts = root / "rollouts"
+    run = _train(root / "out", root / "metrics.jsonl",
+                 f"rewardsql.reward_manager={json.dumps(manager)}",
+                 "reward.reward_manager.name=sql_prm",
+                 f"rewardsql.reward_weights.process={PROCESS}",
+                 "algorithm.adv_estimator=grpo_process_avg_unique",
+                 f"trainer.rollout_data_dir={rollouts}", "trainer.save_freq=-1",
+                 "trainer.total_training_steps=2")
+    print(f"\nverl on the CPU with sql_prm: {run.seconds:.0f} s", file=sys.stderr)
+    return run, rollouts
+
+
+def test_process_rewards_reach_verl_dense(prm_run: tuple[Run, Path]) -> None:
+    run, rollouts = prm_run
+    _ok(run)
+    assert "reward manager: sql_prm" in run.result.stdout
+    assert "verl's colocated reward-model path" in run.result.stdout
+    assert sorted(run.metrics) == [1, 2]
+    samples = [json.loads(line) for step in (1, 2)
+               for line in (rollouts / f"{step}.jsonl").read_text().splitlines()]
+    scored = [s for s in samples if s["prm_status_ok"] == 1]
+    assert scored, samples[:2]
+    # the untrained policy's SQL never runs (outcome 0), so verl's score of a response, the sum
+    # of its token_level_scores, is the PRM's part alone: weight x step score x tokens covered,
+    # exactly, for a one-step response (no separator)
+    assert all(s["acc"] == 0 for s in samples)
+    one_step = [s for s in scored if s["prm_steps"] == 1]
+    assert one_step
+    for s in one_step:
+        assert s["score"] == pytest.approx(PROCESS * s["prm_step_score"] * s["prm_reward_tokens"],
+                                           rel=1e-4, abs=1e-6), s
+    # dense: more than one rewarded position per response, and responses differ in reward
+    assert all(s["prm_reward_tokens"] > 1 for s in one_step)
+    assert len({round(s["score"], 6) for s in scored}) > 1
+    step1, step2 = run.metrics[1], run.metrics[2]
+    assert step1["actor/grad_norm"] > 0
+    assert step2["actor/kl_loss"] > 0  # step 1 moved the actor away from the ref
 
 
 def _output_dir(run: Run) -> str:

@@ -98,14 +98,13 @@ def train(
     plan = build_plan(options)
     for line in plan.warnings:
         typer.echo(f"warning: {line}", err=True)
-    if dry_run:
-        path = launch.dry_run(plan)
-        typer.echo(launch.summary(plan))
-        for line in plan.notes:
-            typer.echo(f"note: {line}")
+    path = launch.dry_run(plan) if dry_run else None
+    typer.echo(launch.summary(plan))
+    for line in plan.notes:  # e.g. which path the rewards take
+        typer.echo(f"note: {line}")
+    if path is not None:
         typer.echo(f"dry run: config is valid; wrote {path}")
         return
-    typer.echo(launch.summary(plan))
     try:
         if engine == "local":
             _set_up_torch(threads)

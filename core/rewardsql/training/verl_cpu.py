@@ -74,6 +74,9 @@ CPU_SETTINGS: dict[str, Any] = {
     "actor_rollout_ref.rollout.load_format": "auto",
     "actor_rollout_ref.rollout.enable_sleep_mode": False,
     "actor_rollout_ref.rollout.free_cache_engine": False,
+    # the same for the reward model's server (verl starts one on the PRM's colocated path)
+    "reward.reward_model.rollout.enable_sleep_mode": False,
+    "reward.reward_model.rollout.free_cache_engine": False,
     # verl splits a batch into equal chunks over 8 workers by default: too many for small batches
     "actor_rollout_ref.rollout.agent.num_workers": 1,
     "reward.num_workers": 1,

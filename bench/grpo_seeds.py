@@ -1,27 +1,24 @@
-"""How much does GRPO change dev accuracy on the tiny example, and how much of that is noise?
+"""The demo's three gains on each data seed, in one table: what GRPO and the PRM add to SFT.
 
-    python bench/grpo_seeds.py                          # data seed 0: ~8 min, then ~2.5 min a run
-    python bench/grpo_seeds.py --quick                  # a smoke run in about a minute
-    python bench/grpo_seeds.py --data-seed 0 1 2 3 --rollout-seeds 2
-    python bench/grpo_seeds.py --data-seed 0 1 2 3 --set actor_rollout_ref.actor.optim.lr=5e-5
+    python bench/grpo_seeds.py --data-seed 0 1 2 3      # one full demo per seed (~10 min each)
+    python bench/grpo_seeds.py --quick                  # the CI-sized demo, one seed
 
-For each data seed: ``rewardsql demo`` (example data, tiny model and SFT for that seed; GRPO with
-rollout seed = data seed), then GRPO again from the same SFT model with other rollout seeds
-(sampling and prompt order differ, nothing else). With ``--set KEY=VALUE`` (grpo.yaml's keys,
-repeatable) every run is made twice, with the demo's settings and with the variant, on the same
-SFT models and rollout seeds, so the two columns differ by the variant alone. Prints dev accuracy
-after SFT and after each GRPO run, and the mean change over all runs.
+For each data seed, ``rewardsql demo --seed S`` (its own example data, tiny model, SFT, labels,
+PRM, best-of-8 and both GRPO runs), run one after another in this process, then one row per seed:
+greedy dev accuracy after SFT; after GRPO with outcome rewards (gain over SFT); PRM@8 with the
+``min`` aggregation over 8 samples of the SFT policy (gain over greedy); majority vote and pass@8;
+after GRPO with outcome and process rewards (difference to outcome alone); the demo's time. The
+last lines check issue 25's targets: each gain at least +0.05 on every seed, process rewards at
+least as good as outcome rewards on the mean, each full demo within 15 minutes.
 
-With reproducible CPU math (the default) a demo run and each GRPO run compute the same numbers
-every time, so they are cached under ``--output-dir``: a second call reuses the SFT models and
-every run it has already made, and a variant costs its GRPO runs alone (~2 minutes each on two
-cores). Nothing is reused from runs with native CPU math.
+A seed whose ``report.json`` is already in ``--output-dir`` with the same scale and CPU math is
+read back, not run again (reproducible CPU math, the default, computes the same numbers every
+time); ``--fresh`` runs it anyway. Run it alone: two jobs on two cores spoil each other's time.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -29,68 +26,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rewardsql.io import atomic_write_json
 from rewardsql.training.cpu_math import MODES, apply_cpu_math
 
-#: Per data seed, the dev accuracy of each GRPO run made, by the digest of its config.
-RUNS_FILE = "grpo_runs.json"
+#: Issue 25's bars.
+MIN_GAIN = 0.05
+MAX_DEMO_S = 15 * 60
 
 
-def digest(config: Any) -> str:
-    from rewardsql.config import to_plain
-
-    plain = to_plain(config)
-    plain["trainer"].pop("default_local_dir", None)  # where a run goes is not what it computes
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def sft_of(out: Path, seed: int, quick: bool, threads: int | None, reuse: bool) -> dict[str, Any]:
-    """The demo's report for ``seed``: read back when its reproducible run is there, else run."""
+def report_of(out: Path, seed: int, quick: bool, threads: int | None, fresh: bool
+              ) -> dict[str, Any]:
+    """The demo's report for ``seed``: read back when a matching run is there, else run it."""
     from rewardsql.demo.pipeline import run_demo
     from rewardsql.training.cpu_math import describe_cpu_math
 
     path = out / "report.json"
-    if reuse and path.is_file():
+    if not fresh and path.is_file():
         report = json.loads(path.read_text())
         if (report["environment"]["cpu_math"] == describe_cpu_math()
-                and report["settings"]["quick"] == quick
-                and Path(report["sft"]["model_dir"]).is_dir()):
-            print(f"data seed {seed}: reusing the reproducible SFT model in {out}", flush=True)
+                and report["settings"]["quick"] == quick):
+            print(f"data seed {seed}: reusing {path}", flush=True)
             return report
+    print(f"data seed {seed}: rewardsql demo --seed {seed} --output-dir {out}", flush=True)
     return run_demo(out, quick=quick, seed=seed, threads=threads)
 
 
-def grpo_runs(out: Path, seed: int, report: dict[str, Any], rollout_seeds: list[int],
-              variant: list[str], *, quick: bool, reuse: bool) -> list[float]:
-    """Dev accuracy after GRPO from the seed's SFT model, one per rollout seed."""
-    from rewardsql.demo.pipeline import grpo_plan
-    from rewardsql.demo.tiny import build_example
-    from rewardsql.training.launcher import launch
-
-    scale = "quick" if quick else "full"
-    example = build_example(out / "cache" / f"example-{scale}-seed{seed}", seed=seed, scale=scale)
-    sft_model = Path(report["sft"]["model_dir"])
-    cache_file = out / RUNS_FILE
-    cache = json.loads(cache_file.read_text()) if reuse and cache_file.is_file() else {}
-    accuracies = []
-    for rollout_seed in rollout_seeds:
-        def plan_in(directory: Path, rollout_seed: int = rollout_seed) -> Any:
-            return grpo_plan(example, sft_model, directory, quick=quick, seed=rollout_seed,
-                             overrides=variant)
-
-        key = digest(plan_in(out / "grpo").config)
-        if key not in cache:
-            if not variant and rollout_seed == seed:  # the demo's own GRPO run
-                cache[key] = report["grpo"]["dev_accuracy"]
-            else:
-                run = launch.run_local(plan_in(out / f"grpo-{key}"))
-                if run.final_dev_accuracy is None:
-                    raise RuntimeError("a GRPO run made no dev evaluation")
-                cache[key] = run.final_dev_accuracy
-            if reuse:
-                atomic_write_json(cache_file, cache)
-        accuracies.append(cache[key])
-    return accuracies
+def gains(report: dict[str, Any]) -> dict[str, float]:
+    """The row of one seed."""
+    best = report["best_of_n"]["accuracy"]
+    return {
+        "sft": report["sft"]["dev_accuracy"],
+        "grpo": report["grpo"]["dev_accuracy"],
+        "grpo_gain": report["grpo"]["dev_accuracy"] - report["sft"]["dev_accuracy"],
+        "greedy": best["greedy"],
+        "prm": best["prm_min"],
+        "prm_gain": best["prm_min"] - best["greedy"],
+        "majority": best["majority_vote"],
+        "pass": best["pass@8"],
+        "process": report["grpo_process"]["dev_accuracy"],
+        "process_vs_outcome": (report["grpo_process"]["dev_accuracy"]
+                               - report["grpo"]["dev_accuracy"]),
+        "seconds": report["timings"]["total_s"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,44 +74,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the demo's CI-sized run")
     parser.add_argument("--data-seed", type=int, nargs="+", default=[0],
                         help="data seeds (one demo each)")
-    parser.add_argument("--rollout-seeds", type=int, default=3,
-                        help="GRPO runs per data seed, the demo's own included")
-    parser.add_argument("--set", dest="settings", action="append", default=[],
-                        metavar="KEY=VALUE", help="a GRPO variant to compare with the demo's")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench-grpo-seeds"))
+    parser.add_argument("--fresh", action="store_true", help="run every seed's demo again")
     parser.add_argument("--cpu-math", choices=MODES, default="reproducible",
                         help="as `rewardsql demo --cpu-math`")
     args = parser.parse_args(argv)
-    variant = list(args.settings)
     threads = apply_cpu_math(args.cpu_math) or None  # before torch is imported
-    reuse = args.cpu_math == "reproducible"
+    fresh = args.fresh or args.cpu_math != "reproducible"
 
     started = time.perf_counter()
-    columns: dict[str, dict[int, list[float]]] = (
-        {"demo's GRPO": {}} if not variant else {"demo's GRPO": {}, "variant": {}})
-    rows = []
+    rows = {}
     for seed in args.data_seed:
         out = args.output_dir / f"data-seed{seed}{'-quick' if args.quick else ''}"
-        report = sft_of(out, seed, args.quick, threads, reuse)
-        rollout_seeds = [seed] + [seed + 1000 + i for i in range(args.rollout_seeds - 1)]
-        before = report["sft"]["dev_accuracy"]
-        for name, runs in columns.items():
-            runs[seed] = grpo_runs(out, seed, report, rollout_seeds,
-                                   variant if name == "variant" else [],
-                                   quick=args.quick, reuse=reuse)
-        rows.append((seed, before, report["sft"]["dev_count"]))
+        rows[seed] = gains(report_of(out, seed, args.quick, threads, fresh))
 
-    print(f"\n{'scale: quick' if args.quick else 'scale: full'}; rollout seeds: the data seed, "
-          f"then data seed + 1000, + 1001, ...; variant: {' '.join(variant) or '-'}")
-    print(f"{'data seed':>9}  {'dev':>4}  {'SFT':>5}  " + "  ".join(f"{n:<24}" for n in columns))
-    for seed, before, count in rows:
-        cells = ["  ".join(f"{a:.3f}" for a in runs[seed]) for runs in columns.values()]
-        print(f"{seed:>9}  {count:>4}  {before:.3f}  " + "  ".join(f"{c:<24}" for c in cells))
-    for name, runs in columns.items():
-        changes = [a - before for (seed, before, _) in rows for a in runs[seed]]
-        spread = statistics.stdev(changes) if len(changes) > 1 else float("nan")
-        print(f"{name}: mean change {statistics.fmean(changes):+.4f}, standard deviation "
-              f"{spread:.3f}, {sum(c > 0 for c in changes)}/{len(changes)} runs above SFT")
+    header = ("seed", "SFT", "GRPO (gain)", "PRM@8 (gain)", "greedy@8", "vote@8", "pass@8",
+              "GRPO+PRM (vs GRPO)", "demo s")
+    print(f"\nscale: {'quick' if args.quick else 'full'}; dev execution accuracy, greedy unless "
+          "named; PRM@8 and vote@8 rerank 8 samples of the SFT policy")
+    print("  ".join(f"{h:>18}" if i in (2, 3, 7) else f"{h:>8}" for i, h in enumerate(header)))
+    for seed, r in rows.items():
+        cells = [f"{seed:>8}", f"{r['sft']:>8.3f}",
+                 f"{r['grpo']:.3f} ({r['grpo_gain']:+.3f})".rjust(18),
+                 f"{r['prm']:.3f} ({r['prm_gain']:+.3f})".rjust(18),
+                 f"{r['greedy']:>8.3f}", f"{r['majority']:>8.3f}", f"{r['pass']:>8.3f}",
+                 f"{r['process']:.3f} ({r['process_vs_outcome']:+.3f})".rjust(18),
+                 f"{r['seconds']:>8.0f}"]
+        print("  ".join(cells))
+    mean = {key: statistics.fmean(r[key] for r in rows.values()) for key in next(
+        iter(rows.values()))}
+    print(f"{'mean':>8}  {mean['sft']:>8.3f}  "
+          f"{mean['grpo']:.3f} ({mean['grpo_gain']:+.3f})".ljust(10) + "  "
+          f"PRM@8 {mean['prm']:.3f} ({mean['prm_gain']:+.3f}); "
+          f"GRPO+PRM {mean['process']:.3f} ({mean['process_vs_outcome']:+.3f})")
+
+    checks = [
+        (f"GRPO (outcome) - SFT >= +{MIN_GAIN} on every seed",
+         all(r["grpo_gain"] >= MIN_GAIN for r in rows.values())),
+        (f"PRM@8 - greedy >= +{MIN_GAIN} on every seed",
+         all(r["prm_gain"] >= MIN_GAIN for r in rows.values())),
+        ("GRPO (outcome + process) >= GRPO (outcome) on the mean",
+         mean["process_vs_outcome"] >= 0),
+    ]
+    if not args.quick:
+        checks.append((f"each demo within {MAX_DEMO_S // 60} minutes",
+                       all(r["seconds"] <= MAX_DEMO_S for r in rows.values())))
+    for name, ok in checks:
+        print(f"{'met' if ok else 'NOT met':>8}: {name}")
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

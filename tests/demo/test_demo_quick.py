@@ -40,11 +40,14 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
         assert 0.0 <= report[stage]["dev_accuracy"] <= 1.0
     for stage in ("sft", "grpo"):
         assert 0.0 <= report[stage]["own_prompts_accuracy"] <= 1.0
-    # every stage ran: the PRM trained on at least 200 labelled steps of the policy's answers,
-    # best-of-8 scored dev, both GRPO runs stepped. (--quick's 30 SFT steps give a policy too
-    # weak for a correct answer, so its rewards do not vary; the full demo's do.)
+    # every stage ran for real: the PRM trained on at least 200 labelled steps of the policy's
+    # answers, some of them right and some wrong; best-of-8 scored dev; both GRPO runs stepped
+    # with rewards that varied inside a group, so the policy had a gradient
     for run in ("grpo", "grpo_process"):
         assert report[run]["steps"] == 3
+        assert report[run]["groups_with_variance"] > 0, report[run]
+        assert report[run]["grad_norm_max"] > 0, report[run]
+    assert report["prm"]["positive_steps"] > 0 and report["prm"]["negative_steps"] > 0
     assert report["prm"]["steps"] >= 200 and report["prm"]["train_steps"] >= 1
     assert report["prm"]["steps"] == report["prm"]["positive_steps"] + \
         report["prm"]["negative_steps"]
@@ -53,7 +56,7 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
     assert best["n"] == 8 and best["questions"] == report["sft"]["dev_count"]
     assert best["accuracy"]["pass@8"] >= max(best["accuracy"]["prm_min"],
                                              best["accuracy"]["majority_vote"])
-    # --quick: 3 steps of 4 prompts, each drawn once (rl has 80 prompts)
+    # --quick: 3 steps of 4 prompts, each drawn once (train has 400 prompts)
     assert report["grpo"]["own_prompts_count"] == min(12, demo.OWN_PROMPTS_EVALUATED)
     assert report["improvement"] == pytest.approx(
         report["grpo"]["dev_accuracy"] - report["sft"]["dev_accuracy"])
@@ -88,9 +91,10 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
         assert {key: math[key] for key in CLASS_ENV[name]} == CLASS_ENV[name]
     assert report["settings"]["grpo"]["trainer"]["device"] == device
     assert report["settings"]["grpo"]["algorithm"]["adv_estimator"] == "grpo_weighted"
-    # GRPO trains on the rl split (values SFT never saw), evaluates on dev
+    # --quick's GRPO trains on train questions (its short SFT is right on no new one; the full
+    # demo's trains on the rl split), and evaluates on dev
     data = report["settings"]["grpo"]["data"]
-    assert Path(data["train_files"]).name == "rl.parquet"
+    assert Path(data["train_files"]).name == "train.parquet"
     assert Path(data["val_files"]).name == "dev.parquet"
     history = report["grpo"]["dev_history"]
     assert history[0][0] == 0 and history[-1][0] == report["grpo"]["steps"] > 0
@@ -105,6 +109,21 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
     image = matplotlib.image.imread(png)
     assert image.shape[0] > 200 and image.shape[1] > 400
     assert not list(out.glob(".*.tmp"))  # nothing half-written left behind
+
+    # Run again into the same directory: the finished stages are reused, not redone
+    kept = ("prm/labels.jsonl", "sft/sft_result.json", "sft/model.safetensors",
+            "prm/model/prm_result.json", "prm/model/model.safetensors")
+    before = {name: (out / name).read_bytes() for name in kept}
+    again = subprocess.run(
+        [sys.executable, "-m", "rewardsql", "demo", "--quick", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads((out / "report.json").read_text())
+    for name in kept:  # SFT, labels and PRM were not made again (a result records its time)
+        assert (out / name).read_bytes() == before[name], name
+    assert second["sft"]["dev_accuracy"] == report["sft"]["dev_accuracy"]
+    assert second["prm"]["held_out"]["step_accuracy"] == pytest.approx(
+        report["prm"]["held_out"]["step_accuracy"])
 
 
 def test_demo_without_output_dir_is_a_usage_error():

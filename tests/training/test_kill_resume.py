@@ -203,6 +203,10 @@ def test_trainer_killed_while_checkpointing_and_mid_step_resumes_cleanly(
     assert result["steps"] == steps and result["start_step"] == steps
     assert not (out / f"checkpoint-{steps + 1}").exists()
     assert result["final_loss"] is not None
+    # The same command once more: the finished run's result stands, nothing is trained or saved
+    recorded = (out / result_file).read_bytes()
+    _finish(_start(args))
+    assert (out / result_file).read_bytes() == recorded
     state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
     logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert logged == sorted(set(logged)) and logged[-1] == steps  # one history, no repeats

@@ -34,7 +34,7 @@ from typing import Any
 from rewardsql.config import set_key, to_plain
 from rewardsql.demo.tiny import CONFIG_DIR
 from rewardsql.errors import ConfigError, MissingDependencyError, require, require_verl
-from rewardsql.io import atomic_write, atomic_write_json
+from rewardsql.io import atomic_write, atomic_write_json, atomic_write_text
 from rewardsql.section import MANAGER_SETTINGS_KEY, PROCESS_WEIGHT_KEY
 from rewardsql.training.cpu_math import cpu_math_label
 from rewardsql.training.environment import describe_environment
@@ -45,9 +45,16 @@ GRPO_CONFIG = CONFIG_DIR / "grpo.yaml"
 #: Size of the tiny model (rewardsql.demo.tiny.model.SIZES).
 MODEL_SIZE = "tiny"
 
-#: ``--quick`` (CI): the small example split and fewer SFT and GRPO steps.
-QUICK_SFT: dict[str, Any] = {"num_train_epochs": 1, "max_steps": 30}
+#: ``--quick`` (CI): the small example split, fewer SFT, labelling and GRPO steps, fewer dev
+#: questions. In the minutes --quick has, the tiny model learns no question well enough to
+#: answer it exactly, unless it sees few: SFT learns the first QUICK_QUESTIONS train questions
+#: by heart, and labelling and GRPO (in order) use those same questions, so that rewards vary
+#: and GRPO has a gradient. The figures of --quick show that every stage works, not what the
+#: method achieves.
+QUICK_QUESTIONS = 64
+QUICK_SFT: dict[str, Any] = {"max_steps": 400, "save_steps": 400}
 QUICK_GRPO: dict[str, Any] = {
+    "data.shuffle": False,
     "data.train_batch_size": 4, "data.val_max_samples": 24, "data.val_batch_size": 24,
     "data.max_response_length": 80, "actor_rollout_ref.actor.ppo_mini_batch_size": 4,
     "actor_rollout_ref.rollout.n": 4, "trainer.total_training_steps": 3, "trainer.test_freq": -1,
@@ -57,15 +64,20 @@ QUICK_GRPO: dict[str, Any] = {
 #: PRM training and held-out labels), how they are sampled and labelled, how the PRM (initialised
 #: from the SFT model, which already reads the prompts) is trained, and best-of-N on dev.
 LABEL_QUESTIONS = {"full": 160, "quick": 32}
-LABEL_SETTINGS: dict[str, Any] = {"n": 4, "m": 4, "max_new_tokens": 80, "search": "binary"}
+LABEL_SETTINGS: dict[str, Any] = {"n": 8, "m": 4, "max_new_tokens": 80, "search": "binary"}
 HELD_OUT_FRACTION = 0.2
-PRM_TRAIN: dict[str, Any] = {"learning_rate": 1e-3, "num_train_epochs": 3,
+PRM_TRAIN: dict[str, Any] = {"learning_rate": 1e-3, "num_train_epochs": 2,
                              "per_device_train_batch_size": 8, "max_length": 512,
                              "warmup_ratio": 0.1, "logging_steps": 10, "save_steps": 100_000,
-                             "resume_from_checkpoint": None, "report_to": "none"}
+                             "resume_from_checkpoint": "auto", "report_to": "none"}
 BEST_OF_N = 8
-#: GRPO with process rewards: the sql_prm manager's PRM weight beside the outcome's 1.0.
+#: GRPO with process rewards: the sql_prm manager's PRM weight beside the outcome's 1.0, and
+#: each step's score on every token of the step (``fill``, the published placement): with
+#: ``grpo_process_avg_unique`` a wrong answer's tokens are then pushed down by how bad their
+#: step is, where ``step_end`` would leave all but the step ends of a wrong answer untouched
+#: (its outcome reward is 0 there). The comparison is in docs/results.md.
 PROCESS_WEIGHT = 0.5
+PROCESS_PLACEMENT = "fill"
 
 #: How many of the rl questions GRPO trained on (the first drawn) the report evaluates, greedy,
 #: with the SFT and the GRPO model, beside dev: whether GRPO learned its own prompts, and
@@ -88,9 +100,11 @@ def grpo_plan(example: Any, model_path: Path, output_dir: Path, *, quick: bool, 
     manager = {**load_config(GRPO_CONFIG)["rewardsql"]["reward_manager"],
                "db_root": str(example.db_root)}
     if prm is not None:
-        manager = {"prm_path": str(prm), "verifier": manager}
+        manager = {"prm_path": str(prm), "process_placement": PROCESS_PLACEMENT,
+                   "verifier": manager}
     values: dict[str, Any] = {
-        "data.train_files": str(example.rl_parquet), "data.val_files": str(example.dev_parquet),
+        "data.train_files": str(example.train_parquet if quick else example.rl_parquet),
+        "data.val_files": str(example.dev_parquet),
         "data.seed": seed, "actor_rollout_ref.model.path": str(model_path),
         "actor_rollout_ref.rollout.seed": seed, MANAGER_SETTINGS_KEY: manager,
         "trainer.device": device, **(QUICK_GRPO if quick else {}),
@@ -175,7 +189,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     overrides = {"model_name_or_path": str(model_dir), "train_file": str(example.sft_train),
                  "output_dir": str(sft_dir), "eval_file": None, "device": device}
     if quick:
-        overrides.update(QUICK_SFT)
+        overrides.update(QUICK_SFT, train_file=str(_first_lines(
+            example.sft_train, QUICK_QUESTIONS, output_dir / "sft_quick_train.jsonl")))
     sft = run_sft(SFTConfig.from_file(SFT_CONFIG, overrides))
     t = lap("sft_s", t)
 
@@ -248,7 +263,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "own_prompts_accuracy": own_after.accuracy,
             "own_prompts_count": own_after.count},
         "grpo_process": _grpo_report(process_run, process_steps, before.accuracy) | {
-            "process_weight": PROCESS_WEIGHT},
+            "process_weight": PROCESS_WEIGHT, "process_placement": PROCESS_PLACEMENT},
         "improvement": after - before.accuracy,
         "improvement_process": after_process - before.accuracy,
         "improvement_best_of_n": best["accuracy"]["prm_min"] - best["accuracy"]["greedy"],
@@ -277,6 +292,15 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     return report
 
 
+def _first_lines(source: Path, count: int, target: Path) -> Path:
+    """``target`` holding the first ``count`` lines of ``source``, left untouched when it does
+    already (a rewrite would make SFT train again: it compares the data's time with its own)."""
+    text = "".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[:count])
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        atomic_write_text(target, text)
+    return target
+
+
 def _last_dev(run_dir: Path) -> list[float]:
     """Each dev prompt's result at a run's last dev evaluation (its dev.jsonl)."""
     return json.loads((run_dir / "dev.jsonl").read_text().splitlines()[-1])["dev/per_prompt"]
@@ -298,12 +322,14 @@ def _grpo_report(run: Any, steps: list[dict[str, Any]], before: float) -> dict[s
 
 def label_steps(example: Any, policy_dir: Path, out_dir: Path, *, scale: str, seed: int,
                 device: str) -> dict[str, Any]:
-    """``rewardsql rm label``'s work: the policy's answers to the first rl questions, every step
-    labelled by execution; the labels split by question into PRM training and held-out files."""
+    """``rewardsql rm label``'s work: the policy's answers to the first rl questions (train
+    questions with ``--quick``), every step labelled by execution; the labels split by question
+    into PRM training and held-out files."""
     from rewardsql_sql_reward.label import LabelSettings, run_label
     from rewardsql_sql_reward.policy import Policy, load_questions
 
-    questions = load_questions(example.rl_parquet, example.db_root)[:LABEL_QUESTIONS[scale]]
+    source = example.train_parquet if scale == "quick" else example.rl_parquet  # QUICK_SFT
+    questions = load_questions(source, example.db_root)[:LABEL_QUESTIONS[scale]]
     settings = LabelSettings(**LABEL_SETTINGS, seed=seed)
     policy = Policy(policy_dir, device=device, max_new_tokens=settings.max_new_tokens)
     labels = out_dir / "labels.jsonl"

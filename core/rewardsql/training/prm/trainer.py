@@ -30,6 +30,7 @@ from rewardsql.training.sft.train import (
     _LossLog,
     _save_final,
     _training_arguments,
+    earlier_result,
     find_checkpoint,
     finished_state,
     prepare_run,
@@ -37,6 +38,7 @@ from rewardsql.training.sft.train import (
 )
 
 RESULT_FILE = "prm_result.json"
+CONFIG_FILE = "rm_config.json"
 #: Bump when the meaning of prm_config.json changes.
 PRM_FORMAT = 1
 
@@ -120,6 +122,9 @@ def run_prm(config: PRMConfig) -> PRMResult:
     )
 
     attn, bf16 = prepare_run(config)
+    done = earlier_result(config, RESULT_FILE, CONFIG_FILE, PRMResult)
+    if done is not None:
+        return done
     started = time.monotonic()
 
     tokenizer = from_pretrained(AutoTokenizer, config.model_name_or_path, key="model_name_or_path")
@@ -189,7 +194,7 @@ def run_prm(config: PRMConfig) -> PRMResult:
         dropped=train.dropped, evaluations=evaluations, resumed_from=resume,
         attn_implementation=attn, bf16=bf16, cpu_math=describe_cpu_math())
     _save_final(trainer, tokenizer, config, result,  # type: ignore[arg-type]
-                files={RESULT_FILE: result.to_dict(), "rm_config.json": config.to_dict(),
+                files={RESULT_FILE: result.to_dict(), CONFIG_FILE: config.to_dict(),
                        PRM_CONFIG_FILE: prm_settings(config, tokens)})
     return result
 

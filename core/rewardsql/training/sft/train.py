@@ -16,9 +16,9 @@ import pickle
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rewardsql.errors import ConfigError, LaunchError
 from rewardsql.io import atomic_directory, atomic_write_json
@@ -29,6 +29,7 @@ from rewardsql.training.sft.data import Collator, read_rows, tokenize
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "sft_result.json"
+CONFIG_FILE = "sft_config.json"
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,36 @@ class _LossLog:
         self.evals = evals
 
 
+_Result = TypeVar("_Result")
+
+
+def earlier_result(config: SFTConfig, result_file: str, config_file: str,
+                   result_type: type[_Result]) -> _Result | None:
+    """The result of a finished run of this very config in ``output_dir``, when
+    ``resume_from_checkpoint`` is "auto": the same command run again returns at once (a run
+    with no checkpoint to resume from would otherwise train from the start). None otherwise,
+    and when the training or evaluation file changed after that run."""
+    if config.resume_from_checkpoint != "auto":
+        return None
+    out = Path(config.output_dir)
+    try:
+        stored = json.loads((out / config_file).read_text(encoding="utf-8"))
+        data = json.loads((out / result_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if stored != json.loads(json.dumps(config.to_dict())):
+        return None
+    made = (out / result_file).stat().st_mtime
+    for data_file in (config.train_file, config.eval_file):  # data written since: train again
+        if data_file and Path(data_file).stat().st_mtime > made:
+            return None
+    known = {f.name for f in fields(result_type)}  # type: ignore[arg-type]
+    data = {k: v for k, v in data.items() if k in known}
+    data["output_dir"] = out
+    log.info("%s already holds this run's result (%s): not training again", out, result_file)
+    return result_type(**data)
+
+
 def train_or_adopt(trainer: Any, resume: str | None, finished: dict[str, Any] | None,
                    losses: _LossLog) -> int:
     """Train from ``resume`` (None: from the start); return the step training started at.
@@ -223,6 +254,9 @@ def run_sft(config: SFTConfig) -> SFTResult:
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     attn, bf16 = prepare_run(config)
+    done = earlier_result(config, RESULT_FILE, CONFIG_FILE, SFTResult)
+    if done is not None:
+        return done
     started = time.monotonic()
 
     tokenizer = from_pretrained(AutoTokenizer, config.model_name_or_path, key="model_name_or_path")
@@ -330,7 +364,7 @@ def _save_final(trainer, tokenizer, config: SFTConfig, result: SFTResult,
             os.replace(entry, tmp / entry.name)
         tokenizer.save_pretrained(tmp)
         if files is None:
-            files = {RESULT_FILE: result.to_dict(), "sft_config.json": config.to_dict()}
+            files = {RESULT_FILE: result.to_dict(), CONFIG_FILE: config.to_dict()}
         for name, data in files.items():
             atomic_write_json(tmp / name, data)
         moved: list[tuple[Path, Path]] = []

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,44 @@ REPORT_KEYS = {"sft", "grpo", "improvement", "timings", "settings", "environment
                "improvement_best_of_n"}
 
 
-def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
+def _run_until(args: list[str], ready, what: str, limit: float = 600) -> None:
+    """Start the demo, SIGKILL it once ``ready()``; fail if it ends first."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if ready():
+            proc.kill()
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the demo ended (code {proc.returncode}) before {what}: "
+                        f"{proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"no {what} within {limit} s")
+
+
+def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path):
+    """Killed (SIGKILL) during its first GRPO run, then run again with the same command: the
+    finished stages (SFT, labels, PRM) are reused, not made again; GRPO keeps no checkpoints
+    (``save_freq: -1``: an output directory may be reused with other settings), so it starts
+    again, and the finished run is an uninterrupted one's (issue 26). Then the report (issue 25).
+    """
     out = tmp_path / "demo"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rewardsql", "demo", "--quick", "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=600, env=env, check=False)
+    args = [sys.executable, "-m", "rewardsql", "demo", "--quick", "--output-dir", str(out)]
+    metrics = out / "grpo" / "metrics.jsonl"
+    _run_until(args, lambda: metrics.is_file() and metrics.read_text().count("\n") >= 1,
+               "a GRPO step")
+    kept = ("prm/labels.jsonl", "sft/sft_result.json", "sft/model.safetensors",
+            "prm/model/prm_result.json", "prm/model/model.safetensors")
+    before = {name: (out / name).read_bytes() for name in kept}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in kept:  # SFT, labels and PRM were not made again (a result records its time)
+        assert (out / name).read_bytes() == before[name], name
     assert "dev accuracy: GRPO outcome + process" in proc.stdout
 
     report = json.loads((out / "report.json").read_text())
@@ -110,20 +142,13 @@ def test_demo_quick_writes_the_report_and_the_plot(tmp_path: Path):
     assert image.shape[0] > 200 and image.shape[1] > 400
     assert not list(out.glob(".*.tmp"))  # nothing half-written left behind
 
-    # Run again into the same directory: the finished stages are reused, not redone
-    kept = ("prm/labels.jsonl", "sft/sft_result.json", "sft/model.safetensors",
-            "prm/model/prm_result.json", "prm/model/model.safetensors")
-    before = {name: (out / name).read_bytes() for name in kept}
-    again = subprocess.run(
-        [sys.executable, "-m", "rewardsql", "demo", "--quick", "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=600, env=env, check=False)
-    assert again.returncode == 0, again.stderr[-3000:]
-    second = json.loads((out / "report.json").read_text())
-    for name in kept:  # SFT, labels and PRM were not made again (a result records its time)
-        assert (out / name).read_bytes() == before[name], name
-    assert second["sft"]["dev_accuracy"] == report["sft"]["dev_accuracy"]
-    assert second["prm"]["held_out"]["step_accuracy"] == pytest.approx(
-        report["prm"]["held_out"]["step_accuracy"])
+    # the killed run left nothing torn or doubled
+    assert report["sft"]["steps"] == demo.QUICK_SFT["max_steps"]
+    text = metrics.read_text()
+    assert text.endswith("\n")
+    for path in out.rglob("*.json"):
+        json.loads(path.read_text())
+    assert not list(out.rglob(".*.tmp"))
 
 
 def test_demo_without_output_dir_is_a_usage_error():

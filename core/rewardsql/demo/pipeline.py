@@ -292,13 +292,18 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     return report
 
 
+def _write_if_changed(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` unless it holds it already: a rewritten data file makes SFT and
+    the PRM train again (they compare the data's time with their result's)."""
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return path
+
+
 def _first_lines(source: Path, count: int, target: Path) -> Path:
-    """``target`` holding the first ``count`` lines of ``source``, left untouched when it does
-    already (a rewrite would make SFT train again: it compares the data's time with its own)."""
-    text = "".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[:count])
-    if not target.is_file() or target.read_text(encoding="utf-8") != text:
-        atomic_write_text(target, text)
-    return target
+    """``target`` holding the first ``count`` lines of ``source``."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:count]
+    return _write_if_changed(target, "".join(lines))
 
 
 def _last_dev(run_dir: Path) -> list[float]:
@@ -339,9 +344,8 @@ def label_steps(example: Any, policy_dir: Path, out_dir: Path, *, scale: str, se
     held = {q.question_id for q in questions[:round(len(questions) * HELD_OUT_FRACTION)]}
     train, held_out = out_dir / "labels_train.jsonl", out_dir / "labels_held_out.jsonl"
     for path, keep in ((train, False), (held_out, True)):
-        with atomic_write(path) as handle:
-            handle.writelines(json.dumps(line) + "\n" for line in lines
-                              if (line["question_id"] in held) == keep)
+        _write_if_changed(path, "".join(json.dumps(line) + "\n" for line in lines
+                                        if (line["question_id"] in held) == keep))
     return {"labels": str(labels), "labels_train": str(train), "labels_held_out": str(held_out),
             "questions": len(questions), "responses": len(lines),
             "steps": report.positive + report.negative, "positive_steps": report.positive,

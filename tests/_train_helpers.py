@@ -7,6 +7,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +302,24 @@ def prm_records(n: int, seed: int) -> list[dict]:
                     "labels": labels, "soft_labels": soft,
                     "settings": {"result_rows": 50, "result_chars": 500}})
     return out
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
+              limit: float = 240) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()``; fail if it ends or ``limit`` passes first."""
+    import time
+
+    import pytest
+
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if ready():
+            proc.kill()
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (code {proc.returncode}) before {what}: "
+                        f"{proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        time.sleep(0.002)
+    proc.kill()
+    pytest.fail(f"no {what} within {limit} s")

@@ -6,10 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from _train_helpers import kill_when
 from rewardsql.demo import pipeline as demo
 from rewardsql.training.cpu_math import (
     CLASS_ENV,
@@ -26,24 +26,6 @@ REPORT_KEYS = {"sft", "grpo", "improvement", "timings", "settings", "environment
                "improvement_best_of_n"}
 
 
-def _run_until(args: list[str], ready, what: str, limit: float = 600) -> None:
-    """Start the demo, SIGKILL it once ``ready()``; fail if it ends first."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if ready():
-            proc.kill()
-            proc.wait()
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"the demo ended (code {proc.returncode}) before {what}: "
-                        f"{proc.stderr.read()[-2000:] if proc.stderr else ''}")
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail(f"no {what} within {limit} s")
-
-
 def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path):
     """Killed (SIGKILL) during its first GRPO run, then run again with the same command: the
     finished stages (SFT, labels, PRM) are reused, not made again; GRPO keeps no checkpoints
@@ -54,8 +36,10 @@ def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "rewardsql", "demo", "--quick", "--output-dir", str(out)]
     metrics = out / "grpo" / "metrics.jsonl"
-    _run_until(args, lambda: metrics.is_file() and metrics.read_text().count("\n") >= 1,
-               "a GRPO step")
+    # no pipes: nothing reads them while it runs, and a full pipe would stall the demo
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    kill_when(proc, lambda: metrics.is_file() and metrics.read_text().count("\n") >= 1,
+              "a GRPO step", limit=600)
     kept = ("prm/labels.jsonl", "sft/sft_result.json", "sft/model.safetensors",
             "prm/model/prm_result.json", "prm/model/model.safetensors")
     before = {name: (out / name).read_bytes() for name in kept}

@@ -16,13 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from _tiny_helpers import TINY_SFT_CONFIG, quick_example, tiny_model
-from _train_helpers import prm_records
+from _train_helpers import kill_when, prm_records
 
 pytestmark = pytest.mark.slow  # a minute each on 2 busy cores: three real runs
 
@@ -39,23 +38,6 @@ def _start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
-               limit: float = 240) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()``; fail if it ends or ``limit`` passes first."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if ready():
-            proc.kill()
-            proc.wait()
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (code {proc.returncode}) before {what}: "
-                        f"{proc.stderr.read()[-2000:] if proc.stderr else ''}")
-        time.sleep(0.002)
-    proc.kill()
-    pytest.fail(f"no {what} within {limit} s")
 
 
 def _finish(proc: subprocess.Popen) -> None:
@@ -125,12 +107,12 @@ def test_local_engine_killed_while_checkpointing_and_mid_step_resumes_cleanly(
 
     # 1. Killed while writing a checkpoint after the first one.
     proc = _start(args)
-    _kill_when(proc, lambda: (checkpoints / "global_step_1").is_dir()
+    kill_when(proc, lambda: (checkpoints / "global_step_1").is_dir()
                and _writing(checkpoints, ".global_step_")(), "a checkpoint write")
     # 2. Resumed, then killed during the next step (its metrics record not yet written).
     done = len(_jsonl_steps(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0
     proc = _start(args)
-    _kill_when(proc, _lines_at_least(out / "metrics.jsonl", done + 1), "a step's record")
+    kill_when(proc, _lines_at_least(out / "metrics.jsonl", done + 1), "a step's record")
     # 3. What a kill in the middle of an append leaves: a last line without its end.
     with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
         handle.write('{"step": 3, "reward/me')
@@ -183,9 +165,9 @@ def test_trainer_killed_while_checkpointing_and_mid_step_resumes_cleanly(
         return any(not (p / "trainer_state.json").exists() for p in out.glob("checkpoint-*"))
 
     proc = _start(args)
-    _kill_when(proc, checkpoint_being_written, "a checkpoint write")
+    kill_when(proc, checkpoint_being_written, "a checkpoint write")
     proc = _start(args)
-    _kill_when(proc, lambda: (out / "checkpoint-4" / "trainer_state.json").exists(),
+    kill_when(proc, lambda: (out / "checkpoint-4" / "trainer_state.json").exists(),
                "the step after a checkpoint")
     # What a kill in the middle of the Trainer's (not atomic) state write leaves: a torn file.
     newest = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))

@@ -99,7 +99,7 @@ class SimulatedPolicy:
     right, so their labels would be all "-" and measure nothing."""
 
     def __init__(self, questions, error: float = 0.3) -> None:
-        from rewardsql_sql_reward.cocte import split_steps
+        from rewardsql_sql_reward.rewards.cocte import split_steps
 
         self.gold = {self.prompt_text(q.messages): split_steps(q.gold) for q in questions}
         self.error = error
@@ -149,8 +149,8 @@ class SimulatedPolicy:
 def candidates(example, policy, limit: int, n: int, sample_values: int):
     """PRM inputs: ``n`` candidates per dev question (the gold steps and ``n - 1`` samples),
     annotated; prompts with ``sample_values`` values per column."""
-    from rewardsql_sql_reward.annotate import build_prm_inputs
-    from rewardsql_sql_reward.policy import load_questions
+    from rewardsql_sql_reward.prm.policy import load_questions
+    from rewardsql_sql_reward.rewards.annotate import build_prm_inputs
 
     questions = load_questions(example.dev_json, example.db_root,
                                sample_values=sample_values)[:limit]
@@ -203,9 +203,9 @@ def bench_scoring(prm_dir: Path, inputs, threads: int, repeats: int) -> dict:
 
 def bench_labelling(example, policy, limit: int, n: int, m: int) -> dict:
     from rewardsql_sql_reward import SQLVerifier, extract_sql
-    from rewardsql_sql_reward.annotate import build_prm_inputs
-    from rewardsql_sql_reward.label import PrefixValues, label_response
-    from rewardsql_sql_reward.policy import load_questions, stable_seed
+    from rewardsql_sql_reward.prm.label import PrefixValues, label_response
+    from rewardsql_sql_reward.prm.policy import load_questions, stable_seed
+    from rewardsql_sql_reward.rewards.annotate import build_prm_inputs
 
     questions = load_questions(example.dev_json, example.db_root,
                                sample_values=example.sample_values)[:limit]
@@ -264,9 +264,9 @@ def bench_pipeline(example, work: Path, threads: int, quick: bool) -> dict:
     from rewardsql.demo.tiny import build_tiny_model
     from rewardsql.training.prm.config import PRMConfig
     from rewardsql.training.prm.trainer import run_prm
-    from rewardsql_sql_reward.label import LabelSettings, run_label
-    from rewardsql_sql_reward.policy import load_questions, stable_seed
-    from rewardsql_sql_reward.rerank import RerankSettings, run_rerank
+    from rewardsql_sql_reward.prm.label import LabelSettings, run_label
+    from rewardsql_sql_reward.prm.policy import load_questions, stable_seed
+    from rewardsql_sql_reward.prm.rerank import RerankSettings, run_rerank
 
     torch.set_num_threads(threads)
     train_q = load_questions(example.train_json, example.db_root,
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rewardsql.demo.tiny import build_example, build_tiny_model
-    from rewardsql_sql_reward.policy import Policy
+    from rewardsql_sql_reward.prm.policy import Policy
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-prm-"))
     example = build_example(work / "example", seed=0, scale="quick")
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.policy is not None:
         policy = Policy(args.policy, device="cpu", temperature=1.0, max_new_tokens=128)
     else:
-        from rewardsql_sql_reward.policy import load_questions
+        from rewardsql_sql_reward.prm.policy import load_questions
 
         policy = SimulatedPolicy([q for values in (example.sample_values, 3)
                                   for q in load_questions(example.dev_json, example.db_root,

@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from rewardsql_sql_reward import SQLVerifier
-from rewardsql_sql_reward.budget import Budget
+from rewardsql_sql_reward.verifier.budget import Budget
 from sql_verifier import _equivalent, make_shop_db, make_workload
 
 TIMEOUT = 2.0

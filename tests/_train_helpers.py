@@ -251,8 +251,8 @@ def write_prepared_parquet(folder: Path, db_root: Path, n_train: int = 48,
                            n_val: int = 4) -> Path:
     """``train.parquet`` and ``val.parquet`` in the prepared layout, written by the data
     module's own writer (without executing SQL, so the training tests need no verifier)."""
-    from rewardsql_sql_reward.prepare import write_parquet
-    from rewardsql_sql_reward.prompts import build_messages, schema_ddl
+    from rewardsql_sql_reward.data.prepare import write_parquet
+    from rewardsql_sql_reward.data.prompts import build_messages, schema_ddl
 
     schema = schema_ddl(db_root / "pets_1" / "pets_1.sqlite")
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from _tiny_helpers import quick_example, read_jsonl, tiny_model
 from rewardsql.demo.tiny import DATA_SOURCE, build_example
-from rewardsql_sql_reward.prompts import build_messages, schema_ddl
+from rewardsql_sql_reward.data.prompts import build_messages, schema_ddl
 
 
 def _dump(path: Path) -> list[str]:

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from _train_helpers import SPIDER_QUESTIONS, build_databases, build_spider_fixture
 from rewardsql.cli import app
-from rewardsql_sql_reward.prepare import split_rows
-from rewardsql_sql_reward.prompts import SYSTEM_PROMPT, schema_ddl
+from rewardsql_sql_reward.data.prepare import split_rows
+from rewardsql_sql_reward.data.prompts import SYSTEM_PROMPT, schema_ddl
 from typer.testing import CliRunner
 
 runner = CliRunner()

@@ -14,8 +14,8 @@ from rewardsql.errors import ConfigError
 from rewardsql.rewards import validate_results
 from rewardsql.section import RewardWeights
 from rewardsql.training.prm import PRMScorer
-from rewardsql_sql_reward.annotate import build_prm_inputs
-from rewardsql_sql_reward.prm_manager import SQLPRMManager, step_end_tokens
+from rewardsql_sql_reward.rewards.annotate import build_prm_inputs
+from rewardsql_sql_reward.rewards.prm_manager import SQLPRMManager, step_end_tokens
 from transformers import AutoTokenizer
 
 PROMPT = "Question: how many shops are there?"

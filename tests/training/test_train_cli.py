@@ -27,7 +27,7 @@ from _train_helpers import (
 from rewardsql.cli import app
 from rewardsql.training.cpu_math import CLASS_ENV
 from rewardsql.training.launcher import TrainOptions, build_plan
-from rewardsql_sql_reward.prepare import prepare
+from rewardsql_sql_reward.data.prepare import prepare
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -85,7 +85,7 @@ def test_shipped_grpo_config_dry_run(full_batch: Path, tmp_path: Path) -> None:
         "module": {"_target_": "verl.trainer.config.config.ModuleConfig", "path": None,
                    "name": "custom_reward_manager"}}
     assert config["reward"]["custom_reward_function"] == {
-        "path": "pkg://rewardsql_sql_reward.reward_fn", "name": "compute_score"}
+        "path": "pkg://rewardsql_sql_reward.rewards.reward_fn", "name": "compute_score"}
     # derived settings
     assert config["trainer"]["use_v1"] is False
     assert config["rewardsql"]["reward_manager"]["placement"] == "last_token"

@@ -330,8 +330,8 @@ def label_steps(example: Any, policy_dir: Path, out_dir: Path, *, scale: str, se
     """``rewardsql rm label``'s work: the policy's answers to the first rl questions (train
     questions with ``--quick``), every step labelled by execution; the labels split by question
     into PRM training and held-out files."""
-    from rewardsql_sql_reward.label import LabelSettings, run_label
-    from rewardsql_sql_reward.policy import Policy, load_questions
+    from rewardsql_sql_reward.prm.label import LabelSettings, run_label
+    from rewardsql_sql_reward.prm.policy import Policy, load_questions
 
     source = example.train_parquet if scale == "quick" else example.rl_parquet  # QUICK_SFT
     questions = load_questions(source, example.db_root)[:LABEL_QUESTIONS[scale]]
@@ -375,8 +375,8 @@ def best_of_n(example: Any, policy_dir: Path, prm_dir: str, out_dir: Path, count
               seed: int, device: str) -> dict[str, Any]:
     """``rewardsql rerank``'s work on the first ``count`` dev questions: N samples of the SFT
     policy each, picked by the PRM (and by vote), beside greedy and pass@N."""
-    from rewardsql_sql_reward.policy import Policy, load_questions
-    from rewardsql_sql_reward.rerank import RerankSettings, run_rerank
+    from rewardsql_sql_reward.prm.policy import Policy, load_questions
+    from rewardsql_sql_reward.prm.rerank import RerankSettings, run_rerank
 
     questions = load_questions(example.dev_parquet, example.db_root)[:count]
     settings = RerankSettings(n=BEST_OF_N, max_new_tokens=LABEL_SETTINGS["max_new_tokens"],

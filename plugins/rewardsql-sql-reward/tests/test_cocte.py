@@ -8,7 +8,7 @@ from pathlib import Path
 
 from _sqlreward_helpers import make_concert_db
 from rewardsql_sql_reward import STEP_TAG, SQLVerifier, execute_steps
-from rewardsql_sql_reward.cocte import execute_steps_batch, step_queries
+from rewardsql_sql_reward.rewards.cocte import execute_steps_batch, step_queries
 
 T = STEP_TAG
 US = "WITH us AS (SELECT id, name FROM singer WHERE country = 'US')"

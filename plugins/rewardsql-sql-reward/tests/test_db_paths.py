@@ -13,8 +13,8 @@ import pytest
 from _sqlreward_helpers import make_concert_db
 from rewardsql import RewardRequest
 from rewardsql_sql_reward import SQLVerifier, resolve_db_path
-from rewardsql_sql_reward.manager import SQLVerifierManager
-from rewardsql_sql_reward.reward_fn import compute_score
+from rewardsql_sql_reward.rewards.reward_fn import compute_score
+from rewardsql_sql_reward.rewards.verifier_manager import SQLVerifierManager
 from rewardsql_sql_reward.verifier import DatabaseLookupError
 
 GOLD = "SELECT count(*) FROM singer"

@@ -6,7 +6,7 @@ from collections import Counter
 
 from hypothesis import given
 from hypothesis import strategies as st
-from rewardsql_sql_reward._worker import digest_rows, row_key
+from rewardsql_sql_reward.verifier._worker import digest_rows, row_key
 
 # What sqlite3 returns: int, float (never NaN), str, bytes, None.
 VALUES = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),

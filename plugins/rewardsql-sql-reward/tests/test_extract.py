@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from rewardsql_sql_reward import STEP_TAG, extract_sql, split_steps
-from rewardsql_sql_reward.cocte import to_tagged
+from rewardsql_sql_reward.rewards.cocte import to_tagged
 
 GOLD = "SELECT name FROM singer WHERE age > 30"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _sqlreward_helpers import make_concert_db
 from rewardsql_sql_reward import SQLVerifier
-from rewardsql_sql_reward.budget import Budget
+from rewardsql_sql_reward.verifier.budget import Budget
 
 OLDER = "SELECT name FROM singer WHERE age > 30"
 
@@ -161,7 +161,7 @@ def test_database_corrupted_mid_run_is_an_infra_error_not_the_models_fault(
 
 def test_manager_applies_the_budget_by_default_and_can_turn_it_off(db_root: Path) -> None:
     from rewardsql import RewardRequest
-    from rewardsql_sql_reward.manager import SQLVerifierManager
+    from rewardsql_sql_reward.rewards.verifier_manager import SQLVerifierManager
 
     info = {"db_id": "concert", "db_root": str(db_root)}
     requests = [RewardRequest(response=sql, ground_truth=OLDER, extra_info=info)
@@ -180,7 +180,7 @@ def test_manager_applies_the_budget_by_default_and_can_turn_it_off(db_root: Path
 @pytest.mark.parametrize("key", ["budget_floor", "budget_factor", "batch_timeout"])
 def test_bad_budget_settings_name_the_key(key: str) -> None:
     from rewardsql.errors import ConfigError
-    from rewardsql_sql_reward.manager import SQLVerifierManager
+    from rewardsql_sql_reward.rewards.verifier_manager import SQLVerifierManager
 
     with pytest.raises(ConfigError) as info:
         SQLVerifierManager({key: 0})

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from rewardsql_sql_reward import STEP_TAG, SQLVerifier, extract_sql
-from rewardsql_sql_reward.annotate import Annotation, build_prm_inputs
-from rewardsql_sql_reward.extract import CTE_DEF
-from rewardsql_sql_reward.label import PrefixValues, label_response
+from rewardsql_sql_reward.prm.label import PrefixValues, label_response
+from rewardsql_sql_reward.rewards.annotate import Annotation, build_prm_inputs
+from rewardsql_sql_reward.verifier.extract import CTE_DEF
 
 GOLD = "SELECT name FROM singer WHERE country = 'US' AND age > 30"
 US = "WITH us AS (SELECT * FROM singer WHERE country = 'US')"

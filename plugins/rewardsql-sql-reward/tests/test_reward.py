@@ -9,8 +9,8 @@ import rewardsql
 from rewardsql import RewardRequest
 from rewardsql.errors import ConfigError
 from rewardsql_sql_reward import STATUSES
-from rewardsql_sql_reward.manager import InfraErrorRateExceeded, SQLVerifierManager
-from rewardsql_sql_reward.reward_fn import DB_ROOT_ENV, compute_score
+from rewardsql_sql_reward.rewards.reward_fn import DB_ROOT_ENV, compute_score
+from rewardsql_sql_reward.rewards.verifier_manager import InfraErrorRateExceeded, SQLVerifierManager
 
 GOLD = "SELECT name FROM singer WHERE age > 30"
 COCTE = ("WITH old AS (SELECT name, age FROM singer WHERE age > 30) и \n"
@@ -55,7 +55,7 @@ def test_verl_loads_the_function_from_a_pkg_path(db_root: Path) -> None:
     omegaconf = pytest.importorskip("omegaconf")
     reward = pytest.importorskip("verl.trainer.ppo.reward")
     config = omegaconf.OmegaConf.create({"reward": {"custom_reward_function": {
-        "path": "pkg://rewardsql_sql_reward.reward_fn", "name": "compute_score",
+        "path": "pkg://rewardsql_sql_reward.rewards.reward_fn", "name": "compute_score",
         "reward_kwargs": {"mode": "multiset"}}}})
     fn = reward.get_custom_reward_fn(config)
     info = {"db_id": "concert", "db_root": str(db_root)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from _sqlreward_helpers import file_hash, make_concert_db
 from rewardsql_sql_reward import SQLVerifier
-from rewardsql_sql_reward._worker import Executor, _authorize
+from rewardsql_sql_reward.verifier._worker import Executor, _authorize
 
 #: One statement per action class the authorizer must deny; each runs on a plain connection.
 DENIED = {

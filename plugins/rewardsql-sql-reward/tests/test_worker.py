@@ -7,7 +7,7 @@ from pathlib import Path
 
 from _sqlreward_helpers import make_concert_db
 from rewardsql_sql_reward import SQLVerifier
-from rewardsql_sql_reward._worker import Executor
+from rewardsql_sql_reward.verifier._worker import Executor
 
 MANY_ROWS = ("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 300000) "
              "SELECT i, 'row ' || i FROM r")

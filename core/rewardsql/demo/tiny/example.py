@@ -232,7 +232,7 @@ def _prompts() -> Any:
     """The SQL plugin's prompt builder: the example's prompts are the ones ``rewardsql data
     prepare`` writes for Spider and BIRD (one builder)."""
     try:
-        from rewardsql_sql_reward import prompts
+        from rewardsql_sql_reward.data import prompts
     except ImportError:
         raise MissingDependencyError(
             "the bundled example needs the SQL plugin, which is not installed here: pip install "

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import rewardsql
 
-from rewardsql_sql_reward.manager import SQLVerifierManager
-from rewardsql_sql_reward.prm_manager import SQLPRMManager
-from rewardsql_sql_reward.reward_fn import compute_score
+from rewardsql_sql_reward.rewards.prm_manager import SQLPRMManager
+from rewardsql_sql_reward.rewards.reward_fn import compute_score
+from rewardsql_sql_reward.rewards.verifier_manager import SQLVerifierManager
 
 
 @rewardsql.hookimpl
@@ -28,10 +28,10 @@ def rewardsql_reward_managers(register):  # type: ignore[no-untyped-def]
 @rewardsql.hookimpl
 def rewardsql_commands(register):  # type: ignore[no-untyped-def]
     # imported here: `rewardsql --help` should not pay for the verifier's imports
-    from rewardsql_sql_reward.data_command import app as data_app
-    from rewardsql_sql_reward.label_command import label
-    from rewardsql_sql_reward.rerank_command import rerank
-    from rewardsql_sql_reward.sql_command import app as sql_app
+    from rewardsql_sql_reward.commands.data import app as data_app
+    from rewardsql_sql_reward.commands.label import label
+    from rewardsql_sql_reward.commands.rerank import rerank
+    from rewardsql_sql_reward.commands.sql import app as sql_app
 
     register("sql", sql_app, summary="Score predictions by execution accuracy.")
     register("data", data_app, summary="Spider/BIRD questions to verl's RL parquet.")

@@ -52,7 +52,7 @@ def prepare_command(
     Every gold query is executed; failures are reported. Questions whose database is missing are
     reported and left out.
     """
-    from rewardsql_sql_reward.prepare import prepare
+    from rewardsql_sql_reward.data.prepare import prepare
 
     try:
         report = prepare(

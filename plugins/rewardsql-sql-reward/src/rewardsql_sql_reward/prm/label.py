@@ -215,16 +215,16 @@ def run_label(policy: Any, questions: Sequence[Any], db_root: Path, output: Path
               settings: LabelSettings, *, progress: bool = True) -> LabelReport:
     """Sample, execute and label; append one JSON line per response to ``output``.
 
-    ``policy`` is a :class:`~rewardsql_sql_reward.policy.Policy`. Append-only and resumable:
+    ``policy`` is a :class:`~rewardsql_sql_reward.prm.policy.Policy`. Append-only and resumable:
     responses already in ``output`` are skipped, and every call is seeded by question, prefix
     and ``settings.seed``, so a resumed run writes what an uninterrupted one would have.
     """
     from tqdm import tqdm
 
-    from rewardsql_sql_reward.annotate import Annotation, build_prm_inputs
-    from rewardsql_sql_reward.extract import STEP_TAG, TAG_PATTERN, extract_sql
-    from rewardsql_sql_reward.policy import stable_seed
+    from rewardsql_sql_reward.prm.policy import stable_seed
+    from rewardsql_sql_reward.rewards.annotate import Annotation, build_prm_inputs
     from rewardsql_sql_reward.verifier import SQLVerifier
+    from rewardsql_sql_reward.verifier.extract import STEP_TAG, TAG_PATTERN, extract_sql
 
     settings.check()
     done, report = resume_output(output, policy.name, settings)

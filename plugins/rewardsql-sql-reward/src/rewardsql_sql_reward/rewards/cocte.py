@@ -14,14 +14,6 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 
-from rewardsql_sql_reward._sqltext import first_semicolon, split_outside_literals
-from rewardsql_sql_reward.extract import (
-    CTE_DEF,
-    STEP_TAG,
-    TAG_PATTERN,
-    clean_response,
-    join_steps,
-)
 from rewardsql_sql_reward.verifier import (
     DatabaseRef,
     ExecResult,
@@ -29,6 +21,14 @@ from rewardsql_sql_reward.verifier import (
     resolve_db_path,
     shared_verifier,
 )
+from rewardsql_sql_reward.verifier.extract import (
+    CTE_DEF,
+    STEP_TAG,
+    TAG_PATTERN,
+    clean_response,
+    join_steps,
+)
+from rewardsql_sql_reward.verifier.sqltext import first_semicolon, split_outside_literals
 
 __all__ = [
     "STEP_TAG",

@@ -11,10 +11,10 @@ from rewardsql import RewardManager, RewardRequest, RewardResult
 from rewardsql.errors import ConfigError
 from rewardsql.schema import setting
 
-from rewardsql_sql_reward.budget import Budget
-from rewardsql_sql_reward.extract import extract_sql
-from rewardsql_sql_reward.reward_fn import database_path, gold_sql
+from rewardsql_sql_reward.rewards.reward_fn import database_path, gold_sql
 from rewardsql_sql_reward.verifier import MODES, STATUSES, SQLVerifier, Verdict
+from rewardsql_sql_reward.verifier.budget import Budget
+from rewardsql_sql_reward.verifier.extract import extract_sql
 
 PLACEMENTS = ("last_token", "all_tokens")
 

@@ -3,7 +3,7 @@
 Use it through the registry (``rewardsql.get_reward_function("sql_execution")``) or straight
 from verl's config::
 
-    reward.custom_reward_function.path=pkg://rewardsql_sql_reward.reward_fn
+    reward.custom_reward_function.path=pkg://rewardsql_sql_reward.rewards.reward_fn
     reward.custom_reward_function.name=compute_score
 
 The database is ``<db_root>/<db_id>/<db_id>.sqlite`` with ``db_id`` from ``extra_info`` and
@@ -18,13 +18,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from rewardsql_sql_reward.extract import extract_sql
 from rewardsql_sql_reward.verifier import (
     DatabaseLookupError,
     Verdict,
     resolve_db_path,
     shared_verifier,
 )
+from rewardsql_sql_reward.verifier.extract import extract_sql
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from rewardsql_sql_reward._sqltext import first_semicolon, mask, split_outside_literals
+from rewardsql_sql_reward.verifier.sqltext import first_semicolon, mask, split_outside_literals
 
 #: The step separator of the published work: space, Cyrillic small letter i, space.
 STEP_TAG = " и "

@@ -15,15 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewardsql_sql_reward.cocte import (
+from rewardsql_sql_reward.rewards.cocte import (
     RESULT_CHARS,
     RESULT_ROWS,
     annotation_failed,
     split_steps,
     step_annotations_batch,
 )
-from rewardsql_sql_reward.extract import STEP_TAG
 from rewardsql_sql_reward.verifier import DatabaseRef, SQLVerifier
+from rewardsql_sql_reward.verifier.extract import STEP_TAG
 
 Verifier = SQLVerifier | str | os.PathLike | Mapping[str, str | os.PathLike]
 

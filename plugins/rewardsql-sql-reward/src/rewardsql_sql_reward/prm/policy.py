@@ -11,9 +11,9 @@ from typing import Any
 
 from rewardsql.errors import ConfigError, require
 
-from rewardsql_sql_reward.prepare import GOLD_KEY, database_path
-from rewardsql_sql_reward.prepare import load_questions as load_json_questions
-from rewardsql_sql_reward.prompts import build_messages, schema_ddl
+from rewardsql_sql_reward.data.prepare import GOLD_KEY, database_path
+from rewardsql_sql_reward.data.prepare import load_questions as load_json_questions
+from rewardsql_sql_reward.data.prompts import build_messages, schema_ddl
 
 
 @dataclass(frozen=True)

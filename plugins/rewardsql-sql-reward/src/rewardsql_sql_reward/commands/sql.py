@@ -10,9 +10,9 @@ import typer
 from rewardsql.errors import ConfigError
 from rewardsql.io import atomic_write
 
-from rewardsql_sql_reward.budget import Budget
-from rewardsql_sql_reward.evalfiles import EvalFileError, pair_up, score_pairs, summary
+from rewardsql_sql_reward.data.evalfiles import EvalFileError, pair_up, score_pairs, summary
 from rewardsql_sql_reward.verifier import MODES, SQLVerifier
+from rewardsql_sql_reward.verifier.budget import Budget
 
 app = typer.Typer(help="SQL execution: score predictions by execution accuracy.",
                   no_args_is_help=True)

@@ -2,8 +2,8 @@
 
 Per batch (spec/cocte.md, "Reward composition inside RL"): every response is verified once
 (``sql_verifier``'s one ``verify_batch``), its steps are executed and annotated with the one
-builder (:func:`~rewardsql_sql_reward.annotate.build_prm_inputs`), every step of every response is
-scored by the PRM in padded batches, and the token rewards are composed:
+builder (:func:`~rewardsql_sql_reward.rewards.annotate.build_prm_inputs`), every step of every
+response is scored by the PRM in padded batches, and the token rewards are composed:
 
 - process: ``process_weight x step score`` on the policy token that ends each step
   (``step_end``), or on every token of the step (``fill``, the published behaviour);
@@ -29,9 +29,9 @@ from rewardsql.errors import ConfigError
 from rewardsql.schema import setting, to_dict
 from rewardsql.section import MANAGER_SETTINGS_KEY
 
-from rewardsql_sql_reward.annotate import Annotation, PRMInput, build_prm_inputs
-from rewardsql_sql_reward.manager import SQLVerifierManager, SQLVerifierSettings
-from rewardsql_sql_reward.reward_fn import database_path
+from rewardsql_sql_reward.rewards.annotate import Annotation, PRMInput, build_prm_inputs
+from rewardsql_sql_reward.rewards.reward_fn import database_path
+from rewardsql_sql_reward.rewards.verifier_manager import SQLVerifierManager, SQLVerifierSettings
 
 PROCESS_PLACEMENTS = ("step_end", "fill")
 OUTCOME_PLACEMENTS = ("all_tokens", "last_token")

@@ -11,9 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from rewardsql_sql_reward._pool import DEADLINE_ERROR, Outcome, Task, WorkerPool, default_workers
-from rewardsql_sql_reward._sqltext import has_top_level_order_by
-from rewardsql_sql_reward.budget import Budget, run_budgeted
+from rewardsql_sql_reward.verifier.budget import Budget, run_budgeted
+from rewardsql_sql_reward.verifier.pool import (
+    DEADLINE_ERROR,
+    Outcome,
+    Task,
+    WorkerPool,
+    default_workers,
+)
+from rewardsql_sql_reward.verifier.sqltext import has_top_level_order_by
 
 #: Every status a verdict can have. ``execute`` never returns ``wrong``.
 STATUSES: tuple[str, ...] = ("ok", "wrong", "error", "timeout", "too_large", "infra_error")
@@ -267,8 +273,8 @@ class SQLVerifier:
 
         Each distinct query of the batch runs once; gold outcomes are cached across calls.
         ``budget`` (training): each prediction may run for a multiple of its gold query's
-        time and the call ends by a deadline (:mod:`~rewardsql_sql_reward.budget`); None: every
-        query gets the full ``timeout`` (the official evaluation rule).
+        time and the call ends by a deadline (:mod:`~rewardsql_sql_reward.verifier.budget`); None:
+        every query gets the full ``timeout`` (the official evaluation rule).
         """
         items = list(items)
         mode = _check_mode(mode or self.mode)

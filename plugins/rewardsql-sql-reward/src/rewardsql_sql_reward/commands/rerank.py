@@ -42,8 +42,8 @@ def rerank(
                                                                  "forward pass.")] = 16,
 ) -> None:
     """Best-of-N: score candidates' steps with the PRM and pick one SQL per question."""
-    from rewardsql_sql_reward.policy import Policy, load_questions
-    from rewardsql_sql_reward.rerank import (
+    from rewardsql_sql_reward.prm.policy import Policy, load_questions
+    from rewardsql_sql_reward.prm.rerank import (
         RerankSettings,
         read_candidates,
         run_rerank,

@@ -1,6 +1,6 @@
 """Spider- and BIRD-format questions to verl's RL parquet (``rewardsql data prepare``).
 
-One row per question: ``prompt`` (chat messages from :mod:`rewardsql_sql_reward.prompts`),
+One row per question: ``prompt`` (chat messages from :mod:`rewardsql_sql_reward.data.prompts`),
 ``data_source``, ``ability``, ``reward_model`` (``style``, ``ground_truth`` = gold SQL) and
 ``extra_info`` (``db_id``, ``question_id``, ``db_root``, ``index``, ``split``). Every gold query is
 executed through the SQL verifier: failures are reported (and kept unless asked otherwise). A
@@ -20,7 +20,7 @@ from typing import Any
 from rewardsql.errors import ConfigError
 from rewardsql.io import atomic_write
 
-from rewardsql_sql_reward.prompts import build_messages, schema_ddl
+from rewardsql_sql_reward.data.prompts import build_messages, schema_ddl
 from rewardsql_sql_reward.verifier import is_plain_db_id
 
 FORMATS = ("spider", "bird")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rewardsql_sql_reward.budget import Budget
 from rewardsql_sql_reward.verifier import STATUSES, SQLVerifier, Verdict
+from rewardsql_sql_reward.verifier.budget import Budget
 
 #: The separator inside a BIRD ``predict_dev.json`` value: ``"SQL\t----- bird -----\tdb_id"``.
 BIRD_SEPARATOR = "\t----- bird -----\t"

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from rewardsql_sql_reward._pool import DEADLINE_ERROR, Outcome, Task
-from rewardsql_sql_reward._worker import SLICE_ERROR
+from rewardsql_sql_reward.verifier._worker import SLICE_ERROR
+from rewardsql_sql_reward.verifier.pool import DEADLINE_ERROR, Outcome, Task
 
 #: ``WorkerPool.run``: tasks and a monotonic deadline in, outcomes in input order out.
 RunTasks = Callable[..., list[Outcome]]
@@ -81,7 +81,7 @@ def run_budgeted(run: RunTasks, tasks: Sequence[Task],
     ahead of the predictions in the first round, with the full ``timeout``. A prediction's
     budget is :meth:`Budget.query_seconds` of its slowest gold (``timeout`` while a gold has not
     run). Every task still unfinished at the batch deadline is a ``timeout`` with the error
-    :data:`~rewardsql_sql_reward._pool.DEADLINE_ERROR`.
+    :data:`~rewardsql_sql_reward.verifier.pool.DEADLINE_ERROR`.
     """
     deadline = time.monotonic() + budget.batch_seconds(timeout)
     outcomes: list[Outcome | None] = [None] * len(tasks)

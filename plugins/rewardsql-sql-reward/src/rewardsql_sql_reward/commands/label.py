@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rewardsql.errors import ConfigError
 
-from rewardsql_sql_reward.label import SEARCHES, LabelSettings
+from rewardsql_sql_reward.prm.label import SEARCHES, LabelSettings
 
 
 def label(
@@ -44,8 +44,8 @@ def label(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Label CoCTE steps "+"/"-" by execution: failing steps, verifier outcome, rollouts."""
-    from rewardsql_sql_reward.label import run_label
-    from rewardsql_sql_reward.policy import Policy, load_questions
+    from rewardsql_sql_reward.prm.label import run_label
+    from rewardsql_sql_reward.prm.policy import Policy, load_questions
 
     if not db_root.is_dir():
         raise ConfigError("not a directory", source=db_root)

@@ -1,0 +1,1 @@
+"""The plugin's commands: ``rewardsql sql``, ``data``, ``rm label`` and ``rerank``."""

@@ -64,12 +64,18 @@ class RewardManager(ABC):
       (it gets them through :meth:`settings_for_weights`) and can give dense process rewards:
       the engines then neither scale its rewards nor refuse a process weight.
     - ``reward_model_setting``: the name of the setting holding the path of a reward model the
-      manager scores with (the launcher gives it to verl as ``reward.reward_model.model_path``).
+      manager scores with (the launcher gives it to verl as ``reward.reward_model.model_path``,
+      and verl serves it). Such a manager also takes ``reward_model_url``.
+    - ``reward_model_url_setting``: the name of the setting holding the URL of a server of that
+      reward model that the user runs; the launcher checks it answers and serves the model.
 
     Args:
         config: the manager's settings as the user wrote them (a plain mapping).
         tokenizer: the policy's tokenizer, for managers that look at tokens (may be None).
         compute_score: a reward function selected by the user, for managers that delegate to one.
+        reward_model_url: where the reward model is served (``http://host:port``; on verl, its
+            reward-model server), given only to managers that declare ``reward_model_setting``;
+            None where nothing serves it.
 
     Raises:
         rewardsql.errors.ConfigError: the settings are not valid, naming the key.
@@ -79,6 +85,7 @@ class RewardManager(ABC):
     needs_ground_truth: ClassVar[bool] = True
     composes_weights: ClassVar[bool] = False
     reward_model_setting: ClassVar[str | None] = None
+    reward_model_url_setting: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -86,11 +93,13 @@ class RewardManager(ABC):
         *,
         tokenizer: Any = None,
         compute_score: Callable[..., Any] | None = None,
+        reward_model_url: str | None = None,
     ) -> None:
         self.config: dict[str, Any] = dict(config or {})
         self.settings: Any = self.parse_settings(self.config)
         self.tokenizer = tokenizer
         self.compute_score = compute_score
+        self.reward_model_url = reward_model_url
 
     @classmethod
     def settings_for_weights(cls, config: Mapping[str, Any], weights: Any) -> dict[str, Any]:

@@ -275,16 +275,20 @@ def verl_reward_manager_class(manager_cls: type, label: str = "") -> type:
             def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, *,
                          reward_router_address: str | None = None,
                          reward_model_tokenizer: Any = None, **_: Any):
-                # verl hands managers its reward-model server's address and tokenizer; a
-                # rewardsql manager that scores with a reward model loads it itself
+                # verl hands managers its reward-model server's address; a rewardsql manager
+                # that scores with a reward model (reward_model_setting) gets it as a URL
                 super().__init__(config, tokenizer, compute_score)
                 section = read_section(config)
                 weights = section.reward_weights
                 wrapped: Any = manager_cls
+                served: dict[str, Any] = {}
+                if getattr(manager_cls, "reward_model_setting", None) and reward_router_address:
+                    served["reward_model_url"] = f"http://{reward_router_address}"
                 self.manager = manager_cls(
                     wrapped.settings_for_weights(section.reward_manager, weights),
                     tokenizer=tokenizer,
                     compute_score=user_reward_function(config, compute_score),
+                    **served,
                 )
                 composes = getattr(manager_cls, "composes_weights", False)
                 # every score is multiplied by the outcome weight, as on the local engine,

@@ -41,7 +41,7 @@ def parts(tmp_path_factory):
     return model, root, AutoTokenizer.from_pretrained(model)
 
 
-def _config(model, root, process=0.5, enable=True):
+def _config(model, root, process=0.5, enable=True, scoring="in_process"):
     return OmegaConf.create({
         "reward": {
             "reward_manager": {"source": "register", "name": "sql_prm"},
@@ -51,6 +51,7 @@ def _config(model, root, process=0.5, enable=True):
                              "model_path": str(model)},
         },
         "rewardsql": {"reward_manager": {"prm_path": str(model), "device": "cpu",
+                                         "prm_scoring": scoring,
                                          "verifier": {"db_root": str(root), "workers": 1}},
                       "reward_weights": {"process": process, "outcome": 1.0}},
     })
@@ -114,6 +115,24 @@ def test_dense_scores_through_verls_reward_loop(parts):
     assert [x["acc"] for x in info] == [1.0, 0.0]
     # verl turns every extra into a numpy array: numeric scalars only
     assert all(np.array([x[k] for x in info]).dtype.kind in "fiu" for k in info[0])
+
+
+def test_the_reward_model_server_is_the_default_and_a_dead_one_is_one_line(parts):
+    # verl hands every manager its reward-model server's address: sql_prm scores there unless
+    # told prm_scoring=in_process (here no server runs at the address: the error names it)
+    model, root, tokenizer = parts
+    data = _batch(tokenizer, "how many shops?", RESPONSES[:1])
+    with pytest.raises(Exception, match=r"the PRM server at http://127\.0\.0\.1:1 does not "
+                                        r"answer: .*refused") as info:
+        _score(_config(model, root, scoring="auto"), tokenizer, data)
+    assert "\n" not in str(info.value)
+
+
+def test_in_process_scoring_reports_the_model_it_loaded(parts):
+    model, root, tokenizer = parts
+    data = _batch(tokenizer, "how many shops?", RESPONSES[:1])
+    _, _, outputs = _score(_config(model, root), tokenizer, data)
+    assert outputs[0]["reward_extra_info"]["prm_models_loaded"] >= 1
 
 
 def test_dense_scores_are_refused_off_the_reward_model_path(parts):

@@ -144,7 +144,8 @@ PROCESS = 0.5
 def prm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
     """2 GRPO steps with sql_prm: the tiny model is the policy and, untrained, the PRM (its step
     scores vary from step to step; whether they are good does not matter here). Steps are
-    scored on every token of the step (``fill``), the published placement."""
+    scored on every token of the step (``fill``), the published placement. The PRM is scored on
+    verl's own reward-model server (vLLM), the default: no reward worker loads it."""
     root = _workspace(tmp_path_factory)
     example = quick_example(tmp_path_factory)
     manager = {"prm_path": str(root / "model"), "device": "cpu", "process_placement": "fill",
@@ -166,9 +167,12 @@ def test_process_rewards_reach_verl_dense(prm_run: tuple[Run, Path]) -> None:
     _ok(run)
     assert "reward manager: sql_prm" in run.result.stdout
     assert "verl's colocated reward-model path" in run.result.stdout
+    assert "the PRM is scored on verl's reward-model server" in run.result.stdout
     assert sorted(run.metrics) == [1, 2]
     samples = [json.loads(line) for step in (1, 2)
                for line in (rollouts / f"{step}.jsonl").read_text().splitlines()]
+    # the reward worker built no PRM model: the manager's own count, per response
+    assert {s["prm_models_loaded"] for s in samples} == {0}
     scored = [s for s in samples if s["prm_status_ok"] == 1]
     assert scored, samples[:2]
     # the untrained policy's SQL never runs (outcome 0), so verl's score of a response, the sum

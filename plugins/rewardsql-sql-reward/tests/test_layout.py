@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 import rewardsql_sql_reward
 from rewardsql_sql_reward import MOVED_MODULES
 

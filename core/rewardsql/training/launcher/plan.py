@@ -316,9 +316,19 @@ def _derive_process_reward(config: Any, manager: resolve.Resolved, engine: str, 
         warnings.append("algorithm.adv_estimator=grpo sums the token rewards of a response: with "
                         f"dense process rewards that is a length bias ({DENSE_ESTIMATOR} is the "
                         "original RewardSQL's pairing)")
+    url_name = getattr(cls, "reward_model_url_setting", None)
+    url = section.reward_manager.get(url_name) if url_name else None
+    scoring = section.reward_manager.get("prm_scoring", "auto")
+    if url and scoring != "in_process":
+        # a server the user runs: checked now (answers, serves this model), at dry-run too
+        from rewardsql.training.prm.served import check_server
+
+        check_server(url, model_path, key=f"{MANAGER_SETTINGS_KEY}.{url_name}")
     if engine == "local":
+        where = (f"on the server at {url}" if url and scoring != "in_process"
+                 else "in the local engine's process, on the engine's device")
         notes.append(f"rewards: {manager.name} composes process and outcome token rewards in the "
-                     "local engine's process (its reward model on the engine's device)")
+                     f"local engine's process; its reward model is scored {where}")
         return
     if _select(config, "trainer.use_v1") and "trainer.use_v1" in explicit:
         raise ConfigError("verl's v1 trainer has no dense-reward path with the ground truth; "
@@ -339,11 +349,42 @@ def _derive_process_reward(config: Any, manager: resolve.Resolved, engine: str, 
 
         set_key(config, "reward.custom_reward_function.path", reward_placeholder.__file__)
         set_key(config, "reward.custom_reward_function.name", reward_placeholder.NAME)
+    if scoring == "in_process":
+        where = ("in each of verl's reward workers, loaded there (prm_scoring=in_process; "
+                 "verl also serves model_path, unused)")
+    elif url:
+        where = (f"on your server at {url}; verl's own reward-model server (which this path "
+                 "always starts) gets dummy weights and the least memory: "
+                 + ", ".join(f"{k}={v}" for k, v in _idle_reward_server(config, explicit)))
+    else:
+        where = ("on verl's reward-model server for model_path (vLLM, /generative_scoring): "
+                 "no PRM weights in the reward workers")
     notes.append(f"rewards: verl's colocated reward-model path ({rm}.enable=true, "
                  "enable_resource_pool=false, trainer.use_v1=false): the adapter of "
-                 f"{manager.name} returns token rewards and builds rm_scores; it loads the PRM "
-                 "in verl's reward worker itself (verl also serves model_path; the manager does "
-                 "not call that server)")
+                 f"{manager.name} returns token rewards and builds rm_scores; the PRM is scored "
+                 f"{where}")
+
+
+#: verl's reward-model server when the PRM is scored elsewhere (``prm_url``): it must start (the
+#: dense-reward path needs it) but is never called, so it reads no weights and holds little.
+IDLE_REWARD_SERVER = {
+    "reward.reward_model.rollout.load_format": "dummy",
+    "reward.reward_model.rollout.gpu_memory_utilization": 0.05,
+    "reward.reward_model.rollout.max_num_seqs": 1,
+    "reward.reward_model.rollout.max_model_len": 512,
+    "reward.reward_model.rollout.max_num_batched_tokens": 512,
+    "reward.reward_model.rollout.enforce_eager": True,
+}
+
+
+def _idle_reward_server(config: Any, explicit: set[str]) -> list[tuple[str, Any]]:
+    """Set :data:`IDLE_REWARD_SERVER` where the user did not; the keys set, with their values."""
+    done = []
+    for key, value in IDLE_REWARD_SERVER.items():
+        if key not in explicit:
+            set_key(config, key, value)
+            done.append((key.rsplit(".", 1)[1], value))
+    return done
 
 
 def check_process_reward_model(path: Any, key: str) -> None:

@@ -1,7 +1,8 @@
 """The process reward model (PRM): step-tagged text, "+"/"-" candidates, any tokenizer.
 
 :mod:`~rewardsql.training.prm.encode` builds token ids segment by segment,
-:class:`~rewardsql.training.prm.scorer.PRMScorer` scores candidates' steps in batches, and
+:class:`~rewardsql.training.prm.scorer.PRMScorer` scores candidates' steps in batches (or
+:class:`~rewardsql.training.prm.served.ServedPRMScorer` on a vLLM server), and
 :mod:`~rewardsql.training.prm.trainer` trains a PRM (``rewardsql rm train``). Nothing here
 imports torch or transformers until it is used.
 """
@@ -15,7 +16,16 @@ from rewardsql.training.prm.encode import (
     split_tagged,
     tag_tokens,
 )
-from rewardsql.training.prm.scorer import AGGREGATIONS, PRM_CONFIG_FILE, PRMScorer, aggregate
+from rewardsql.training.prm.scorer import (
+    AGGREGATIONS,
+    PRM_CONFIG_FILE,
+    SCORING,
+    PRMScorer,
+    StepScorer,
+    aggregate,
+    open_scorer,
+)
 
-__all__ = ["AGGREGATIONS", "DEFAULT_CANDIDATES", "DEFAULT_TAG", "PRM_CONFIG_FILE", "Encoded",
-           "PRMScorer", "TagTokens", "aggregate", "encode", "split_tagged", "tag_tokens"]
+__all__ = ["AGGREGATIONS", "DEFAULT_CANDIDATES", "DEFAULT_TAG", "PRM_CONFIG_FILE", "SCORING",
+           "Encoded", "PRMScorer", "StepScorer", "TagTokens", "aggregate", "encode",
+           "open_scorer", "split_tagged", "tag_tokens"]

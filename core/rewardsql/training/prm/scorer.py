@@ -1,4 +1,6 @@
-"""``PRMScorer``: step scores of many candidates from a process reward model, in padded batches.
+"""Step scores of candidates from a process reward model: :class:`StepScorer`, the one
+interface; :class:`PRMScorer`, the PRM in this process (transformers, padded batches);
+:func:`open_scorer`, in process or on a vLLM server (:mod:`.served`).
 
 A step's score is the softmax over the two candidate logits ("+", "-") at its tag, probability of
 "+" (spec/cocte.md). The model is loaded once; candidates are sorted by length and scored in
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -193,8 +196,64 @@ def _score_shared(model: Any, parts: Any, encoded: Sequence[Encoded], members: S
         _spread(torch.softmax(logits.float(), dim=-1)[:, 0].tolist(), chunk, encoded, out)
 
 
-class PRMScorer:
-    """Score candidates' steps with a PRM: load once, then :meth:`score_steps`/:meth:`score_many`.
+#: PRM models this process has loaded in process (a reward manager reports it: on a server
+#: path it stays 0).
+MODELS_LOADED = 0
+
+
+def load_prm_tokenizer(prm_dir: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+    """The tokenizer and ``prm_config.json`` settings of the PRM in ``prm_dir`` (no weights)."""
+    from transformers import AutoTokenizer
+
+    path = Path(prm_dir).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)",
+                          key="prm")
+    return AutoTokenizer.from_pretrained(path), read_prm_config(path)
+
+
+class StepScorer(ABC):
+    """Step scores of candidates from a PRM, wherever it runs (in process, or on a server).
+
+    Subclasses implement :meth:`score_encoded`; the ids are built here, by the one encoder, from
+    the PRM's tokenizer and ``prm_config.json`` (tag, candidates, ``max_length``).
+    """
+
+    def __init__(self, tokenizer: Any, settings: dict[str, Any], *, tag: str | None = None,
+                 candidates: Sequence[str] | None = None,
+                 max_length: int | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.tag = tag or settings.get("step_tag", DEFAULT_TAG)
+        self.candidates = tuple(candidates or settings.get("candidate_tokens",
+                                                           DEFAULT_CANDIDATES))
+        self.tokens = tag_tokens(tokenizer, self.tag, self.candidates)
+        self.max_length = max_length or settings.get("max_length")
+
+    def encode(self, prompt: str, steps: Sequence[str]) -> Encoded:
+        """The model input of one candidate (see :func:`rewardsql.training.prm.encode.encode`)."""
+        return encode(self.tokenizer, prompt, steps, self.tokens.tag_id,
+                      max_length=self.max_length)
+
+    @abstractmethod
+    def score_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
+        """P("+") at every tag of every encoded input, in input order."""
+
+    def score_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """Step scores of many ``(prompt, steps)`` candidates."""
+        return self.score_encoded([self.encode(prompt, steps) for prompt, steps in items])
+
+    def score_steps(self, prompt: str, steps: Sequence[str]) -> list[float]:
+        """P("+") at each step's tag: one score per step (fewer if ``max_length`` cut steps)."""
+        return self.score_many([(prompt, steps)])[0]
+
+    def score_text(self, prompt: str, text: str) -> list[float]:
+        """Step scores of step-tagged text (split at the tag; no tag: one step)."""
+        return self.score_steps(prompt, split_tagged(text, self.tag))
+
+
+class PRMScorer(StepScorer):
+    """Score candidates' steps with a PRM loaded in this process, in padded batches.
 
     Args:
         model: a model directory (Hugging Face format; its ``prm_config.json``, when present,
@@ -209,57 +268,65 @@ class PRMScorer:
     def __init__(self, model: Any, tokenizer: Any = None, *, tag: str | None = None,
                  candidates: Sequence[str] | None = None, device: str = "auto",
                  batch_size: int = 16, max_length: int | None = None) -> None:
+        global MODELS_LOADED
         import torch
 
         settings: dict[str, Any] = {}
         if isinstance(model, (str, os.PathLike)):
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM
 
             path = Path(model)
-            if not (path / "config.json").is_file():
-                raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)",
-                                  key="prm")
-            settings = read_prm_config(path)
+            loaded_tokenizer, settings = load_prm_tokenizer(path)
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             dtype = "auto" if device.startswith("cuda") else torch.float32
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            tokenizer = tokenizer or loaded_tokenizer
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         elif tokenizer is None:
             raise ConfigError("a loaded PRM needs its tokenizer", key="tokenizer")
         elif device != "auto":
             model = model.to(device)
         model.eval()
+        MODELS_LOADED += 1
+        super().__init__(tokenizer, settings, tag=tag, candidates=candidates,
+                         max_length=max_length)
         self.model = model
-        self.tokenizer = tokenizer
-        self.tag = tag or settings.get("step_tag", DEFAULT_TAG)
-        self.candidates = tuple(candidates or settings.get("candidate_tokens",
-                                                           DEFAULT_CANDIDATES))
-        self.tokens = tag_tokens(tokenizer, self.tag, self.candidates)
-        self.settings = settings
         self.batch_size = batch_size
-        self.max_length = max_length or settings.get("max_length")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def encode(self, prompt: str, steps: Sequence[str]) -> Encoded:
-        """The model input of one candidate (see :func:`rewardsql.training.prm.encode.encode`)."""
-        return encode(self.tokenizer, prompt, steps, self.tokens.tag_id,
-                      max_length=self.max_length)
-
-    def score_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """Step scores of many ``(prompt, steps)`` candidates, in padded batches."""
-        encoded = [self.encode(prompt, steps) for prompt, steps in items]
+    def score_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
+        """P("+") at every tag of every input, in padded batches (:func:`step_probabilities`)."""
         return step_probabilities(self.model, encoded, self.tokens, batch_size=self.batch_size,
                                   pad_id=self.pad_id)
 
-    def score_steps(self, prompt: str, steps: Sequence[str]) -> list[float]:
-        """P("+") at each step's tag: one score per step (fewer if ``max_length`` cut steps)."""
-        return self.score_many([(prompt, steps)])[0]
 
-    def score_text(self, prompt: str, text: str) -> list[float]:
-        """Step scores of step-tagged text (split at the tag; no tag: one step)."""
-        return self.score_steps(prompt, split_tagged(text, self.tag))
+#: How a PRM is scored: ``server`` (a vLLM server, over HTTP), ``in_process`` (transformers,
+#: here), ``auto`` (a server when one is known, else in process).
+SCORING = ("auto", "server", "in_process")
 
 
-__all__ = ["AGGREGATIONS", "PRM_CONFIG_FILE", "PRMScorer", "aggregate", "candidate_logits",
-           "read_prm_config", "step_probabilities"]
+def open_scorer(prm: str | os.PathLike[str], *, url: str | None = None, scoring: str = "auto",
+                device: str = "auto", batch_size: int = 16, max_length: int | None = None,
+                timeout: float | None = None, retries: int | None = None) -> StepScorer:
+    """The scorer for the PRM directory ``prm``: on the server at ``url`` or in this process,
+    as ``scoring`` says (:data:`SCORING`). ``device`` and ``batch_size`` are the in-process
+    scorer's; ``timeout`` and ``retries`` the server's (None: their defaults)."""
+    if scoring not in SCORING:
+        raise ConfigError(f"unknown PRM scoring {scoring!r}; choose one of {', '.join(SCORING)}",
+                          key="prm_scoring")
+    if scoring == "server" and not url:
+        raise ConfigError("PRM scoring on a server needs its URL (a vLLM server of the PRM, "
+                          "e.g. `rewardsql rm serve`)", key="prm_url")
+    if url and scoring != "in_process":
+        from rewardsql.training.prm import served
+
+        return served.ServedPRMScorer(
+            prm, url, max_length=max_length,
+            timeout=served.DEFAULT_TIMEOUT if timeout is None else timeout,
+            retries=served.DEFAULT_RETRIES if retries is None else retries)
+    return PRMScorer(prm, device=device, batch_size=batch_size, max_length=max_length)
+
+
+__all__ = ["AGGREGATIONS", "PRM_CONFIG_FILE", "SCORING", "PRMScorer", "StepScorer", "aggregate",
+           "candidate_logits", "load_prm_tokenizer", "open_scorer", "read_prm_config",
+           "step_probabilities"]

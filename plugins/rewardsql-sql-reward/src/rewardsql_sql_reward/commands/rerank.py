@@ -37,6 +37,9 @@ def rerank(
                                 "questions.")] = 3,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")
                      ] = None,
+    prm_url: Annotated[str | None, typer.Option(
+        "--prm-url", help="Score on this vLLM server of the PRM (`rewardsql rm serve`); --prm "
+                          "still gives its tokenizer, tag and candidates.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Candidates per PRM "
                                                                  "forward pass.")] = 16,
@@ -63,7 +66,7 @@ def rerank(
                     max_new_tokens=max_new_tokens) if policy is not None else None)
     summary = run_rerank(items, db_root, prm, output_dir, settings, policy=model,
                          candidates=read_candidates(candidates) if candidates else None,
-                         device=device, batch_size=batch_size)
+                         device=device, batch_size=batch_size, prm_url=prm_url)
     for line in summary_table(summary):
         typer.echo(line)
     typer.echo(f"wrote {output_dir}/questions.jsonl, summary.json and pred_*.sql / "

@@ -49,8 +49,19 @@ class RerankSettings:
     mode: str = "bird"
 
 
+def _candidate_text(value: Any) -> str | None:
+    """A candidate's text: a string, or rerank's own record of one (an object with "sql")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("sql"), str):
+        return value["sql"]
+    return None
+
+
 def read_candidates(path: Path) -> dict[str, dict[str, Any]]:
-    """``{question_id: {"candidates": [...], "greedy": ...}}`` from JSON lines."""
+    """``{question_id: {"candidates": [str, ...], "greedy": str?, "prompt": str?}}`` from JSON
+    lines: candidate strings, or rerank's own ``questions.jsonl`` (candidates as objects with
+    ``sql``), so candidates can be scored again by another PRM or server."""
     if not path.is_file():
         raise ConfigError("no such file", source=path)
     out: dict[str, dict[str, Any]] = {}
@@ -61,12 +72,13 @@ def read_candidates(path: Path) -> dict[str, dict[str, Any]]:
             line = json.loads(raw)
         except ValueError:
             raise ConfigError(f"line {number}: not JSON", source=path) from None
-        cands = line.get("candidates") if isinstance(line, dict) else None
-        if "question_id" not in line or not isinstance(cands, list) or not cands \
-                or not all(isinstance(c, str) for c in cands):
+        raw_cands = line.get("candidates") if isinstance(line, dict) else None
+        cands = [_candidate_text(c) for c in raw_cands] if isinstance(raw_cands, list) else []
+        if "question_id" not in line or not cands or any(c is None for c in cands):
             raise ConfigError(f"line {number}: expected question_id and a non-empty list of "
-                              "candidate strings", source=path)
-        out[str(line["question_id"])] = line
+                              "candidates (strings, or objects with \"sql\")", source=path)
+        greedy = _candidate_text(line.get("greedy")) if line.get("greedy") is not None else None
+        out[str(line["question_id"])] = {**line, "candidates": cands, "greedy": greedy}
     return out
 
 
@@ -126,15 +138,18 @@ def rerank_question(question: Any, prompt: str, candidates: Sequence[str], greed
     }
 
 
-def write_outputs(records: Sequence[dict[str, Any]], out_dir: Path, n: int) -> dict[str, Any]:
+def write_outputs(records: Sequence[dict[str, Any]], out_dir: Path, n: int,
+                  asked: int | None = None) -> dict[str, Any]:
     """Per-question JSON lines, the summary, and Spider (one SQL per line) and BIRD
-    (``predict_dev.json``) prediction files per method; returns the summary."""
+    (``predict_dev.json``) prediction files per method, for exactly the questions in
+    ``records`` (of ``asked``); returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "questions.jsonl") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     total = len(records)
-    summary: dict[str, Any] = {"questions": total, "n": n, "accuracy": {}, "files": {}}
+    summary: dict[str, Any] = {"questions": total, "questions_asked": asked or total, "n": n,
+                               "accuracy": {}, "files": {}}
     for name in [*methods(), "pass@N"]:
         right = sum(r["correct"][name] for r in records)
         summary["accuracy"][name if name != "pass@N" else f"pass@{n}"] = (
@@ -154,7 +169,10 @@ def write_outputs(records: Sequence[dict[str, Any]], out_dir: Path, n: int) -> d
 
 def summary_table(summary: dict[str, Any]) -> list[str]:
     """The summary as text lines: one method per line with its execution accuracy."""
-    lines = [f"{summary['questions']} questions, N = {summary['n']}"
+    asked = summary.get("questions_asked", summary["questions"])
+    covered = (f" (the candidates cover {summary['questions']} of {asked})"
+               if asked != summary["questions"] else "")
+    lines = [f"{summary['questions']} questions{covered}, N = {summary['n']}"
              + (f", all candidates failed on {summary['all_failed']}"
                 if summary["all_failed"] else "")]
     width = max(len(m) for m in summary["accuracy"])
@@ -175,10 +193,13 @@ def _prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
 def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path,
                settings: RerankSettings, *, policy: Any = None,
                candidates: dict[str, dict[str, Any]] | None = None, device: str = "auto",
-               batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
-    """Rerank every question's candidates (from ``policy`` or ``candidates``); write the outputs
-    (:func:`write_outputs`) and return the summary."""
-    from rewardsql.training.prm import PRMScorer
+               batch_size: int = 16, progress: bool = True,
+               prm_url: str | None = None) -> dict[str, Any]:
+    """Rerank every question's candidates (from ``policy`` or ``candidates``: then the questions
+    the file covers); write the outputs (:func:`write_outputs`) and return the summary. The PRM
+    is scored on the vLLM server at ``prm_url`` when given (``prm`` gives its tokenizer, tag and
+    candidates), else in this process on ``device``."""
+    from rewardsql.training.prm import open_scorer
     from tqdm import tqdm
 
     from rewardsql_sql_reward.prm.policy import stable_seed
@@ -187,7 +208,12 @@ def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path
 
     if (policy is None) == (candidates is None):
         raise ConfigError("give either --policy (generate candidates) or --candidates")
-    scorer = PRMScorer(prm, device=device, batch_size=batch_size)
+    asked = len(questions)
+    if candidates is not None:
+        questions = [q for q in questions if str(q.question_id) in candidates]
+        if not questions:
+            raise ConfigError(f"covers none of the {asked} questions", source="--candidates")
+    scorer = open_scorer(prm, url=prm_url, device=device, batch_size=batch_size)
     annotation = Annotation.from_prm_config(scorer.settings)
     records = []
     with SQLVerifier(db_root, mode=settings.mode) as verifier:
@@ -198,10 +224,7 @@ def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path
                 cands = ([greedy] if settings.n == 1 else policy.generate(
                     prompt, settings.n, seed=stable_seed(settings.seed, question.question_id)))
             else:
-                line = candidates.get(str(question.question_id))  # type: ignore[union-attr]
-                if line is None:
-                    raise ConfigError(f"no candidates for question {question.question_id!r}",
-                                      source="--candidates")
+                line = candidates[str(question.question_id)]  # type: ignore[index]
                 cands = line["candidates"]
                 greedy = line.get("greedy") or cands[0]
                 prompt = line.get("prompt") or _prompt_text(scorer.tokenizer, question.messages)
@@ -209,7 +232,7 @@ def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path
                                            annotation, settings))
     n = settings.n if policy is not None else max(
         (len(r["candidates"]) for r in records), default=0)
-    return write_outputs(records, out_dir, n)
+    return write_outputs(records, out_dir, n, asked=asked)
 
 
 __all__ = ["AGGREGATIONS", "RerankSettings", "methods", "read_candidates", "rerank_question",

@@ -28,6 +28,8 @@ from rewardsql import RewardManager, RewardRequest, RewardResult
 from rewardsql.errors import ConfigError
 from rewardsql.schema import setting, to_dict
 from rewardsql.section import MANAGER_SETTINGS_KEY
+from rewardsql.training.prm.scorer import SCORING  # names only: torch loads on use
+from rewardsql.training.prm.served import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
 from rewardsql_sql_reward.rewards.annotate import Annotation, PRMInput, build_prm_inputs
 from rewardsql_sql_reward.rewards.reward_fn import database_path
@@ -44,13 +46,26 @@ class SQLPRMSettings:
     """The settings of ``sql_prm`` (``rewardsql.reward_manager`` in a training config)."""
 
     prm_path: str | None = setting(
-        None, "The PRM: a Hugging Face model directory; its prm_config.json names the step tag, "
-              "the candidates and the annotation it was trained with. Required with a "
-              "process weight.")
-    device: str = setting("auto", "Where the PRM runs: auto (a GPU when there is one), cpu, "
-                                  "cuda or cuda:N. The local engine sets cpu under "
-                                  "trainer.device=cpu.")
-    batch_size: int = setting(16, "Responses per PRM forward pass.")
+        None, "The PRM: a Hugging Face model directory; its tokenizer and prm_config.json (the "
+              "step tag, the candidates, the annotation it was trained with) build its input "
+              "wherever it is scored. Required with a process weight.")
+    prm_url: str | None = setting(
+        None, "A vLLM server of the PRM that you run (`rewardsql rm serve`), http://host:port; "
+              "it must serve prm_path. null: on verl, verl's own reward-model server; on the "
+              "local engine, the PRM in process.")
+    prm_scoring: str = setting(
+        "auto", "Where the PRM is scored: server (prm_url, else verl's reward-model server), "
+                "in_process (transformers in the reward worker: the weights load there), auto "
+                "(a server when one is known, else in process).", choices=SCORING)
+    prm_timeout: float = setting(DEFAULT_TIMEOUT, "Seconds one scoring request to the PRM "
+                                                  "server may take before it is retried.")
+    prm_retries: int = setting(DEFAULT_RETRIES, "Retries of a failed or timed-out scoring "
+                                                "request; then the step fails, naming the "
+                                                "server (no fallback reward).")
+    device: str = setting("auto", "In process only: where the PRM runs, auto (a GPU when there "
+                                  "is one), cpu, cuda or cuda:N. The local engine sets cpu "
+                                  "under trainer.device=cpu.")
+    batch_size: int = setting(16, "In process only: responses per PRM forward pass.")
     max_length: int | None = setting(None, "Longest PRM input in tokens (later steps are not "
                                            "scored); null: prm_config.json's, else no limit.")
     process_placement: str = setting(
@@ -75,9 +90,18 @@ class SQLPRMSettings:
                               key="batch_size")
         if self.process_weight < 0 or self.outcome_weight < 0:
             raise ConfigError("reward weights must not be negative", key="process_weight")
+        if self.prm_timeout <= 0 or self.prm_retries < 0:
+            raise ConfigError("expected prm_timeout > 0 and prm_retries >= 0",
+                              key="prm_timeout" if self.prm_timeout <= 0 else "prm_retries")
         if self.process_weight > 0 and not self.prm_path:
             raise ConfigError("the process weight is > 0 and no PRM is named: set "
                               f"{MANAGER_SETTINGS_KEY}.prm_path", key="prm_path")
+
+
+def _models_loaded() -> int:
+    from rewardsql.training.prm import scorer
+
+    return scorer.MODELS_LOADED
 
 
 def step_end_tokens(tokenizer: Any, token_ids: Sequence[int], steps: Sequence[str]
@@ -144,15 +168,20 @@ class SQLPRMManager(RewardManager):
     ``extra`` (numeric, per response; their batch means are the metrics): ``acc``,
     ``sql_seconds``, ``status_<verifier status>``, ``prm_step_score`` (mean step score),
     ``prm_steps`` (steps scored), ``prm_reward_tokens`` (tokens given a process reward),
-    ``prm_seconds`` (the batch's PRM time), ``prm_status_<s>``
+    ``prm_seconds`` (the batch's PRM time), ``prm_models_loaded`` (PRM models loaded in this
+    process: 0 when a server scores it), ``prm_status_<s>``
     for each of :data:`PRM_STATUSES`. ``score`` is ``outcome_weight x outcome +
     process_weight x mean step score``. Needs the policy's ``tokenizer``.
+
+    The PRM is scored on a vLLM server (``prm_url``, else ``reward_model_url``: verl's
+    reward-model server) or in this process (``prm_scoring``).
     """
 
     Settings = SQLPRMSettings
     settings: SQLPRMSettings
     composes_weights = True
     reward_model_setting = "prm_path"
+    reward_model_url_setting = "prm_url"
     needs_tokenizer = True  # `rewardsql plugins check` then hands it a real tokenizer
 
     @classmethod
@@ -164,8 +193,9 @@ class SQLPRMManager(RewardManager):
         return out
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, tokenizer: Any = None,
-                 compute_score: Any = None) -> None:
-        super().__init__(config, tokenizer=tokenizer, compute_score=compute_score)
+                 compute_score: Any = None, reward_model_url: str | None = None) -> None:
+        super().__init__(config, tokenizer=tokenizer, compute_score=compute_score,
+                         reward_model_url=reward_model_url)
         if tokenizer is None:
             raise ConfigError("sql_prm places rewards on the policy's tokens and needs the "
                               "policy's tokenizer", key="tokenizer")
@@ -175,10 +205,12 @@ class SQLPRMManager(RewardManager):
         self.scorer = None
         self.annotation = Annotation()
         if s.process_weight > 0:
-            from rewardsql.training.prm import PRMScorer
+            from rewardsql.training.prm import open_scorer
 
-            self.scorer = PRMScorer(s.prm_path, device=s.device, batch_size=s.batch_size,
-                                    max_length=s.max_length)
+            self.scorer = open_scorer(s.prm_path, url=s.prm_url or reward_model_url,
+                                      scoring=s.prm_scoring, device=s.device,
+                                      batch_size=s.batch_size, max_length=s.max_length,
+                                      timeout=s.prm_timeout, retries=s.prm_retries)
             self.annotation = Annotation.from_prm_config(self.scorer.settings)
         self.outcome = SQLVerifierManager({**to_dict(s.verifier), "placement": "last_token"})
 
@@ -242,7 +274,8 @@ class SQLPRMManager(RewardManager):
             covered = ends[len(scores) - 1] + 1
         extra: dict[str, Any] = {k: v for k, v in outcome.extra.items() if k != "status"}
         extra.update({"prm_step_score": mean, "prm_steps": len(scores),
-                      "prm_reward_tokens": covered, "prm_seconds": seconds})
+                      "prm_reward_tokens": covered, "prm_seconds": seconds,
+                      "prm_models_loaded": _models_loaded() if self.scorer else 0})
         extra.update({f"prm_status_{name}": int(status == name) for name in PRM_STATUSES})
         return RewardResult(score=s.outcome_weight * correct + s.process_weight * mean,
                             token_rewards=tokens, extra=extra)

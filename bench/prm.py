@@ -12,6 +12,9 @@
     with the same tiny PRM (the tiny model with a ``prm_config.json``), torch on the
     same thread count, measured in one run, with the demo's prompts (schema only) and with
     ``rewardsql data prepare``'s default prompts (3 sample values per column). Target: >= 20x.
+    Where vLLM is installed (the verl_cpu environment), a third row: the same PRM on vLLM's
+    server (``rewardsql rm serve``, float32) scored by ``ServedPRMScorer``, with the prompt
+    tokens per candidate sent and computed (vLLM's prefix-cache counters).
 (b) Labelling: completions generated per labelled step, OmegaPRM's binary search (with rollout
     reuse across a question's answers) against labelling every prefix of every answer
     (Math-Shepherd), on the same 8 sampled answers of each tiny dev question with the same
@@ -162,6 +165,47 @@ def candidates(example, policy, limit: int, n: int, sample_values: int):
     return questions, build_prm_inputs(items, example.db_root)
 
 
+def _vllm_server(prm_dir: Path):
+    """``rewardsql rm serve`` for the PRM (float32, as PRMScorer on the CPU) and its URL; None
+    where vLLM is not installed (the ``bench`` nox session: run this in the verl_cpu one)."""
+    import importlib.util
+    import os
+    import socket
+    import subprocess
+
+    if importlib.util.find_spec("vllm") is None:
+        return None, None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rewardsql", "rm", "serve", "--prm", str(prm_dir), "--port",
+         str(port), "--", "--dtype", "float32", "--enforce-eager"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(1)
+    process.terminate()
+    raise RuntimeError("rm serve did not start")
+
+
+def _prefix_cache(url: str) -> tuple[float, float]:
+    """vLLM's prefix-cache counters (prompt tokens looked up, and found cached)."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    values = {"vllm:prefix_cache_queries_total": 0.0, "vllm:prefix_cache_hits_total": 0.0}
+    for line in text.splitlines():
+        name = line.split("{")[0].split(" ")[0]
+        if name in values:
+            values[name] += float(line.rsplit(" ", 1)[1])
+    return values["vllm:prefix_cache_queries_total"], values["vllm:prefix_cache_hits_total"]
+
+
 def bench_scoring(prm_dir: Path, inputs, threads: int, repeats: int) -> dict:
     from rewardsql.training.prm import PRMScorer
 
@@ -173,11 +217,20 @@ def bench_scoring(prm_dir: Path, inputs, threads: int, repeats: int) -> dict:
     server = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(str(prm_dir), queue, threads), daemon=True)
     server.start()
-    ours, theirs = [], []
+    vllm_process, vllm_url = _vllm_server(prm_dir)
+    ours, theirs, vllm_times = [], [], []
+    vllm_row: dict = {}
     try:
         port = queue.get(timeout=120)
         _post(port, inputs[0].text)  # warm-up
-        # interleaved rounds, so that load from other processes hits both alike
+        if vllm_url:
+            from rewardsql.training.prm import open_scorer
+
+            remote = open_scorer(prm_dir, url=vllm_url)
+            remote.score_many(pairs[:8])  # warm-up
+            queries0, hits0 = _prefix_cache(vllm_url)
+            sent0 = remote.prompt_tokens
+        # interleaved rounds, so that load from other processes hits all alike
         for _ in range(repeats):
             start = time.perf_counter()
             batched = scorer.score_many(pairs)
@@ -185,9 +238,35 @@ def bench_scoring(prm_dir: Path, inputs, threads: int, repeats: int) -> dict:
             start = time.perf_counter()
             served = [_post(port, i.text) for i in inputs]
             theirs.append(time.perf_counter() - start)
+            if vllm_url:
+                start = time.perf_counter()
+                from_vllm = remote.score_many(pairs)
+                vllm_times.append(time.perf_counter() - start)
+        if vllm_url:
+            queries, hits = _prefix_cache(vllm_url)
+            rounds = len(vllm_times)
+            encoded = [scorer.encode(p, st) for p, st in pairs]
+            vllm_row = {
+                "vllm_server_per_s": round(len(pairs) / statistics.median(vllm_times), 1),
+                "vllm_max_score_difference": max(
+                    abs(a - b) for x, y in zip(batched, from_vllm, strict=True)
+                    for a, b in zip(x, y, strict=True)),
+                # per candidate: what the items carry (no prefix cache), what vLLM computed
+                "vllm_prompt_tokens_sent_per_candidate": round(
+                    (remote.prompt_tokens - sent0) / rounds / len(pairs), 1),
+                "vllm_prompt_tokens_computed_per_candidate": round(
+                    (queries - queries0 - (hits - hits0)) / rounds / len(pairs), 1),
+                "vllm_prefix_cache_hit_rate": round((hits - hits0) / max(queries - queries0, 1),
+                                                    3),
+                "candidate_tokens_mean": round(statistics.mean(
+                    len(e.input_ids) for e in encoded), 1),
+            }
     finally:
         server.kill()
         server.join()
+        if vllm_process is not None:
+            vllm_process.terminate()
+            vllm_process.wait(timeout=60)
     # the same scores where the joined text keeps every tag (the tiny tokenizer's tag is an
     # added token, so it does): the two designs compute the same thing
     diff = max(abs(a - b) for x, y in zip(batched, served, strict=True)
@@ -197,7 +276,7 @@ def bench_scoring(prm_dir: Path, inputs, threads: int, repeats: int) -> dict:
     return {"candidates": len(pairs), "tokens_mean": round(statistics.mean(
         len(scorer.encode(p, s).input_ids) for p, s in pairs)),
         "prmscorer_per_s": round(ours_rate, 1), "http_service_per_s": round(theirs_rate, 1),
-        "ratio": round(ours_rate / theirs_rate, 1), "max_score_difference": diff,
+        "ratio": round(ours_rate / theirs_rate, 1), "max_score_difference": diff, **vllm_row,
         "threads": threads}
 
 
@@ -360,6 +439,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scoring ({name}, {row['tokens_mean']} tokens): PRMScorer "
               f"{row['prmscorer_per_s']} candidates/s, HTTP service {row['http_service_per_s']}/s:"
               f" {row['ratio']}x (target >= 20x)")
+        if "vllm_server_per_s" in row:
+            print(f"  vLLM server (rm serve, /generative_scoring): {row['vllm_server_per_s']} "
+                  f"candidates/s ({row['vllm_server_per_s'] / row['prmscorer_per_s']:.2f}x "
+                  f"PRMScorer, {row['vllm_server_per_s'] / row['http_service_per_s']:.1f}x the "
+                  "one-request-per-candidate service); prompt tokens per candidate: "
+                  f"{row['vllm_prompt_tokens_sent_per_candidate']} sent, "
+                  f"{row['vllm_prompt_tokens_computed_per_candidate']} computed with the prefix "
+                  f"cache (hit rate {row['vllm_prefix_cache_hit_rate']}), candidates "
+                  f"{row['candidate_tokens_mean']} tokens; max |score - PRMScorer| "
+                  f"{row['vllm_max_score_difference']:.1e}")
+        else:
+            print("  vLLM server: not measured (no vLLM here; run this in the verl_cpu "
+                  "environment)")
     if labelling:
         print(f"labelling: {labelling['per_step_every']} completions per labelled step for "
               f"every prefix, {labelling['per_step_binary']} for binary search: "

@@ -300,6 +300,33 @@ def test_without_gpu_training_stops_before_ray_and_points_to_local(full_batch: P
     assert not (tmp_path / "out" / "resolved_config.yaml").exists()
 
 
+@pytest.mark.parametrize("engine", [[], ["--device", "cpu"], ["--engine", "local"]],
+                         ids=["verl", "verl-cpu", "local"])
+def test_config_errors_come_before_the_machine_is_checked(engine: list[str],
+                                                          tmp_path: Path) -> None:
+    """A missing config file is a usage error (exit 2, naming the file) whatever the engine, on
+    any machine: here no GPU and, in the tests session, no vLLM CPU build, either of which would
+    otherwise stop a real launch first (exit 1)."""
+    missing = tmp_path / "nope.yaml"
+    result = train("--config", str(missing), "--data-path", str(tmp_path / "x"),
+                   "--output-dir", str(tmp_path / "y"), *engine)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {missing}: no such file"
+    assert not (tmp_path / "y").exists()
+
+
+def test_a_config_verl_rejects_is_reported_before_the_gpu_check(full_batch: Path,
+                                                                tmp_path: Path) -> None:
+    """verl's own validation is part of the config check (as with --dry-run): it comes before
+    the search for a GPU."""
+    result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
+                   "-o", str(tmp_path / "out"), "actor_rollout_ref.actor.ppo_mini_batch_size=96")
+    assert result.exit_code == 2, result.output
+    assert ("verl rejects the config: ValueError: train_batch_size (48) must be >= "
+            "actor.ppo_mini_batch_size (96)") in result.output
+    assert "CUDA" not in result.output
+
+
 def test_local_engine_dry_run_is_checked_by_the_local_engine(full_batch: Path,
                                                              tmp_path: Path) -> None:
     base = ["--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o", str(tmp_path),

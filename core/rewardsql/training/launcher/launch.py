@@ -120,10 +120,17 @@ def require_device(device: str | None) -> None:
     if device == "cpu":
         verl_cpu.check_versions(companions=True)
         return
+    refuse_cpu_switch()
+    require_gpu()
+
+
+def refuse_cpu_switch() -> None:
+    """Stop a run on GPUs whose environment carries the switch of verl on the CPU."""
+    from rewardsql.training import verl_cpu
+
     if verl_cpu.enabled():
         raise LaunchError(f"{verl_cpu.SWITCH}=1 is set in the environment: it is for "
                           "`--device cpu` only; unset it to train on GPUs")
-    require_gpu()
 
 
 def run_verl(plan: TrainPlan) -> None:

@@ -149,6 +149,48 @@ def test_seed_style_config_with_underscore_options(full_batch: Path, tmp_path: P
     assert config["reward_model"]["reward_manager"] is None  # verl's ignored legacy key stays unset
 
 
+MINI_BATCH_NOTE = ("actor_rollout_ref.actor.ppo_mini_batch_size 64 -> 48 (= data.train_batch_size: "
+                   "older verl ran a batch smaller than its mini-batch as one update per step; "
+                   "verl 0.9.1 refuses a mini-batch larger than the batch)")
+
+
+def test_the_seeds_batch_smaller_than_its_mini_batch_is_one_update_per_step(
+        prepared: Path, tmp_path: Path) -> None:
+    """The seed's config as a new user tries it, on `data prepare`'s Spider output, batch sizes as
+    published (48 prompts, mini-batch 64): the seed's one update per step, said in a note."""
+    config_file = tmp_path / "grpo_trainer.yaml"
+    config_file.write_text(SEED_STYLE_YAML)
+    out = tmp_path / "out"
+    result = train("--config", str(config_file), "--data-path", str(prepared), "-o", str(out),
+                   "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"note: {MINI_BATCH_NOTE}" in result.output
+    config = resolved(out)
+    assert config["data"]["train_batch_size"] == 48
+    assert config["actor_rollout_ref"]["actor"]["ppo_mini_batch_size"] == 48
+    assert config["critic"]["ppo_mini_batch_size"] == 48  # verl's default follows the actor's
+
+
+def test_a_mini_batch_over_the_batch_is_kept_where_the_user_says_so(prepared: Path,
+                                                                    tmp_path: Path) -> None:
+    """Only the old shape is translated: a mini-batch set on the command line, or in a config
+    of verl 0.9.1's shape, is the user's, and verl's refusal stands."""
+    config_file = tmp_path / "grpo_trainer.yaml"
+    config_file.write_text(SEED_STYLE_YAML)
+    result = train("--config", str(config_file), "--data-path", str(prepared),
+                   "-o", str(tmp_path / "a"), "--dry-run",
+                   "actor_rollout_ref.actor.ppo_mini_batch_size=64")
+    assert result.exit_code == 2
+    assert "train_batch_size (48) must be >= actor.ppo_mini_batch_size (64)" in result.output
+    new_shape = tmp_path / "new.yaml"
+    new_shape.write_text(SHIPPED_GRPO.read_text().replace("ppo_mini_batch_size: 24",
+                                                          "ppo_mini_batch_size: 64"))
+    result = train("--config", str(new_shape), "--data-path", str(prepared),
+                   "-o", str(tmp_path / "b"), "--dry-run")
+    assert result.exit_code == 2
+    assert "train_batch_size (48) must be >= actor.ppo_mini_batch_size (64)" in result.output
+
+
 def test_unknown_key_fails_with_file_key_and_closest(full_batch: Path, tmp_path: Path) -> None:
     config_file = tmp_path / "typo.yaml"
     config_file.write_text("actor_rollout_ref:\n  rollout:\n    name: vllm\n    temprature: 0.7\n")

@@ -25,6 +25,7 @@ from rewardsql.section import (
     read_section,
 )
 from rewardsql.training.launcher import compose, resolve
+from rewardsql.training.launcher.translate import translate_old_mini_batches
 from rewardsql.training.local.settings import DENSE_ESTIMATOR
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def build_plan(options: TrainOptions) -> TrainPlan:
 
     config = compose.verl_defaults()
     config_core_function = None
+    old_shape = False  # the file has keys of older verl or of the original RewardSQL
     if options.config is not None:
         user = compose.load_user_config(options.config)
         config_core_function = (user.get("algorithm") or {}).get("core_function")
@@ -96,6 +98,7 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         notes += translation.notes()
         warnings += [f"{options.config}: {w}" for w in translation.warnings()]
         explicit |= _leaf_keys(translation.config)
+        old_shape = bool(translation.changes)
     _apply_options(config, options, config_core_function, explicit, notes, warnings)
     verl_cpu = options.engine == "verl" and options.device == "cpu"
     if options.device is not None:
@@ -109,8 +112,11 @@ def build_plan(options: TrainOptions) -> TrainPlan:
     overridden = compose.apply_overrides(config, options.overrides)
     notes += overridden.notes()
     warnings += [f"command line: {w}" for w in overridden.warnings()]
-    explicit |= {new for _, new, _ in overridden.changes if new} | {
+    on_command_line = {new for _, new, _ in overridden.changes if new} | {
         text.lstrip("+~").split("=", 1)[0] for text in options.overrides}
+    explicit |= on_command_line
+    if old_shape:  # older verl's behaviour, on the final batch sizes
+        notes += translate_old_mini_batches(config, keep=on_command_line)
 
     # -- resolve what the config names
     named = bool(options.core_function or config_core_function or options.algorithm

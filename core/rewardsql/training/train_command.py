@@ -101,11 +101,11 @@ def train(
     # Config and usage errors first (exit 2), whatever the engine and the machine: only a valid
     # config is worth a look for a GPU or vLLM's CPU build (exit 1).
     plan = build_plan(options)
+    for line in plan.warnings:
+        typer.echo(f"warning: {line}", err=True)
     if launching_verl:
         validate_with_verl(plan.config)  # as --dry-run does
         launch.require_device(device)
-    for line in plan.warnings:
-        typer.echo(f"warning: {line}", err=True)
     path = launch.dry_run(plan) if dry_run else None
     typer.echo(launch.summary(plan))
     for line in plan.notes:  # e.g. which path the rewards take

@@ -16,8 +16,9 @@ SHIPPED_GRPO = REPO / "examples" / "rewardsql" / "verl" / "grpo_trainer.yaml"
 SHIPPED_RM = REPO / "examples" / "rewardsql" / "rm_config.json"
 
 #: A config in the shape of the RewardSQL seed's grpo_trainer.yaml (written for an older verl
-#: fork): every key the seed used that moved or went away in verl 0.9.1 is here. Batch sizes
-#: are made consistent (the seed's mini-batch 64 > batch 48 is rejected by verl 0.9.1).
+#: fork): every key the seed used that moved or went away in verl 0.9.1 is here, and its batch
+#: sizes as published: a mini-batch of 64 prompts in batches of 48, which the fork ran as one
+#: update per step and verl 0.9.1 refuses as it is (the launcher translates it).
 SEED_STYLE_YAML = """\
 data:
   tokenizer: null
@@ -46,7 +47,7 @@ actor_rollout_ref:
     use_remove_padding: false
   actor:
     strategy: fsdp
-    ppo_mini_batch_size: 48
+    ppo_mini_batch_size: 64
     ppo_micro_batch_size: 8
     ppo_micro_batch_size_per_gpu: null
     use_dynamic_bsz: false

@@ -12,7 +12,7 @@ from rewardsql import signatures, verl_bridge
 
 
 @pytest.fixture(autouse=True)
-def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts and ends with no plugins loaded, and leaves verl's registries as found.
 
     verl's registries are process-global and refuse a second object under a taken name, so a
@@ -21,9 +21,9 @@ def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     registries = _verl_registries()  # first: importing verl loads plugins through the bridge
     saved = [dict(registry) for registry in registries]
     monkeypatch.delenv("REWARDSQL_PLUGINS", raising=False)
-    rewardsql.reset_plugin_manager()
+    rewardsql.reset_registry()
     yield
-    rewardsql.reset_plugin_manager()
+    rewardsql.reset_registry()
     verl_bridge._reported.clear()
     signatures._load.cache_clear()  # functions loaded by path: a test's fake module is its own
     for registry, content in zip(registries, saved, strict=True):

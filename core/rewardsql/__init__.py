@@ -19,7 +19,12 @@ from rewardsql.errors import (
     UnknownComponentError,
 )
 from rewardsql.hookspec import hookimpl, hookspec
-from rewardsql.registry import get_plugin_manager, reset_plugin_manager
+from rewardsql.registry import (  # *_plugin_manager: 0.1's names, deprecated
+    get_plugin_manager,
+    get_registry,
+    reset_plugin_manager,
+    reset_registry,
+)
 from rewardsql.rewards import RewardManager, RewardRequest, RewardResult
 
 try:
@@ -41,7 +46,8 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "get_advantage_estimator",
-    "get_plugin_manager",
+    "get_plugin_manager",  # deprecated: get_registry
+    "get_registry",
     "get_reward_function",
     "get_reward_manager",
     "hookimpl",
@@ -49,5 +55,6 @@ __all__ = [
     "register_advantage_estimator",
     "register_reward_function",
     "register_reward_manager",
-    "reset_plugin_manager",
+    "reset_plugin_manager",  # deprecated: reset_registry
+    "reset_registry",
 ]

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from rewardsql.components import ComponentKind
 from rewardsql.registry import (
     LOCAL_PLUGIN,
-    get_plugin_manager,
+    get_registry,
     make_component,
     notify_change,
     record_for_module,
@@ -19,33 +19,33 @@ T = TypeVar("T")
 
 def get_reward_function(name: str) -> Callable[..., Any]:
     """The reward function registered as ``name`` (or with that alias)."""
-    return get_plugin_manager().get(ComponentKind.REWARD_FUNCTION, name).obj
+    return get_registry().get(ComponentKind.REWARD_FUNCTION, name).obj
 
 
 def get_reward_manager(name: str) -> type:
     """The reward manager class registered as ``name`` (or with that alias)."""
-    return get_plugin_manager().get(ComponentKind.REWARD_MANAGER, name).obj
+    return get_registry().get(ComponentKind.REWARD_MANAGER, name).obj
 
 
 def get_advantage_estimator(name: str) -> Callable[..., Any]:
     """The advantage estimator registered as ``name`` (or with that alias)."""
-    return get_plugin_manager().get(ComponentKind.ADVANTAGE_ESTIMATOR, name).obj
+    return get_registry().get(ComponentKind.ADVANTAGE_ESTIMATOR, name).obj
 
 
 def _register_local(
     kind: ComponentKind, name: str, aliases: Iterable[str], summary: str
 ) -> Callable[[T], T]:
     def decorator(obj: T) -> T:
-        manager = get_plugin_manager()
+        registry = get_registry()
         # inside an installed package: that package's plugin; in a script: "<local>"
-        record = record_for_module(manager, getattr(obj, "__module__", None))
+        record = record_for_module(registry, getattr(obj, "__module__", None))
         doc = summary or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
         try:
             component = make_component(kind, name, obj, aliases, doc, record)
-            manager.add_component(component, record)
+            registry.add_component(component, record)
         except Exception as exc:
             if record.name != LOCAL_PLUGIN:  # the package is broken: none of it is used
-                manager.fail(record, f"{kind.label} {name!r}: {type(exc).__name__}: {exc}")
+                registry.fail(record, f"{kind.label} {name!r}: {type(exc).__name__}: {exc}")
             raise
         notify_change()  # e.g. the verl bridge, when verl is up, registers it there now too
         return obj

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import Any
@@ -41,8 +42,9 @@ LOCAL_PLUGIN = "<local>"
 BUILTIN_DISTRIBUTION = "rewardsql"
 
 
-class RewardSQLPluginManager(pluggy.PluginManager):
-    """A pluggy manager that also keeps an index of every registered component."""
+class Registry(pluggy.PluginManager):
+    """The plugin registry: pluggy's plugin manager (the hooks) plus an index of every
+    registered component. "Manager" in rewardsql means a reward manager; this is the registry."""
 
     def __init__(self) -> None:
         super().__init__(PROJECT_NAME)
@@ -235,18 +237,18 @@ def _droppable(record: PluginRecord) -> bool:
     return record.name != LOCAL_PLUGIN and _normalize(record.name) != BUILTIN_DISTRIBUTION
 
 
-def record_for_module(manager: RewardSQLPluginManager, module: str | None) -> PluginRecord:
+def record_for_module(registry: Registry, module: str | None) -> PluginRecord:
     """The record of the installed distribution that provides ``module`` (by its top-level
     package), else the ``<local>`` pseudo-plugin: a decorator used inside an installed plugin
     package files its component under that package."""
     dist = _distribution_of(module)
     if dist is None:
-        return manager.records.setdefault(LOCAL_PLUGIN, PluginRecord(LOCAL_PLUGIN, ""))
+        return registry.records.setdefault(LOCAL_PLUGIN, PluginRecord(LOCAL_PLUGIN, ""))
     name, version = dist
-    for record in manager.records.values():
+    for record in registry.records.values():
         if _normalize(record.name) == _normalize(name):
             return record
-    return manager.records.setdefault(name, PluginRecord(name, version))
+    return registry.records.setdefault(name, PluginRecord(name, version))
 
 
 _dists_cache: dict[tuple[str, ...], Mapping[str, list[str]]] = {}
@@ -325,7 +327,7 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
-_manager: RewardSQLPluginManager | None = None
+_registry: Registry | None = None
 _lock = threading.RLock()
 _listeners: list[Callable[[], Any]] = []
 
@@ -348,28 +350,66 @@ def notify_change() -> None:
             logger.warning("rewardsql: %r failed after a registry change: %s", listener, exc)
 
 
-def get_plugin_manager() -> RewardSQLPluginManager:
-    """The process-wide manager, loading entry points on first use.
+def get_registry() -> Registry:
+    """The process-wide registry, loading entry points on first use.
 
     While plugins load, a call from the same thread (a plugin that imports verl, or registers
-    with a decorator at import time) gets the manager being built; other threads wait.
+    with a decorator at import time) gets the registry being built; other threads wait.
     """
-    global _manager
+    global _registry
     with _lock:
-        if _manager is not None:
-            return _manager
-        _manager = manager = RewardSQLPluginManager()
+        if _registry is not None:
+            return _registry
+        _registry = registry = Registry()
         try:
-            manager.load_entrypoints()
+            registry.load_entrypoints()
         except BaseException:
-            _manager = None
+            _registry = None
             raise
     notify_change()
-    return manager
+    return registry
+
+
+def reset_registry() -> None:
+    """Forget every loaded plugin; the next lookup loads them again (for tests)."""
+    global _registry
+    with _lock:
+        _registry = None
+
+
+# -- the names of 0.1, deprecated ---------------------------------------------------------------
+# 0.1 called the registry a "plugin manager", a word rewardsql otherwise keeps for reward
+# managers. The old names keep working for one release, with a DeprecationWarning each time.
+
+#: Old name -> new name, for the warnings.
+DEPRECATED_NAMES: dict[str, str] = {
+    "RewardSQLPluginManager": "Registry",
+    "get_plugin_manager": "get_registry",
+    "reset_plugin_manager": "reset_registry",
+}
+
+
+def _warn_deprecated(old: str, owner: str = "rewardsql.registry") -> None:
+    new = DEPRECATED_NAMES[old]
+    warnings.warn(f"{owner}.{old} is deprecated and will be removed in the next release; use "
+                  f"{owner}.{new}", DeprecationWarning, stacklevel=3)
+
+
+def get_plugin_manager() -> Registry:
+    """Deprecated name of :func:`get_registry`."""
+    _warn_deprecated("get_plugin_manager", "rewardsql")
+    return get_registry()
 
 
 def reset_plugin_manager() -> None:
-    """Forget every loaded plugin; the next lookup loads them again (for tests)."""
-    global _manager
-    with _lock:
-        _manager = None
+    """Deprecated name of :func:`reset_registry`."""
+    _warn_deprecated("reset_plugin_manager", "rewardsql")
+    reset_registry()
+
+
+def __getattr__(name: str) -> Any:
+    # A class cannot warn when its name is read, so the old class name is served from here.
+    if name == "RewardSQLPluginManager":
+        _warn_deprecated(name)
+        return Registry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

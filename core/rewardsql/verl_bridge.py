@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from rewardsql import reward_placeholder as placeholder
 from rewardsql.components import Component, ComponentKind
-from rewardsql.registry import LOCAL_PLUGIN, get_plugin_manager, on_change
+from rewardsql.registry import LOCAL_PLUGIN, get_registry, on_change
 from rewardsql.rewards import RewardRequest, RewardResult, validate_results
 from rewardsql.section import PROCESS_WEIGHT_KEY, read_section
 
@@ -77,7 +77,7 @@ def install_into_verl() -> InstallReport:
 
 
 def _install_estimators(core_algos: ModuleType, report: InstallReport) -> None:
-    for component in get_plugin_manager().components(ComponentKind.ADVANTAGE_ESTIMATOR):
+    for component in get_registry().components(ComponentKind.ADVANTAGE_ESTIMATOR):
         _register_names(
             report,
             component,
@@ -115,7 +115,7 @@ def register_core_function(module: str, name: str) -> Callable[..., Any]:
 
 
 def _install_managers(registry: ModuleType, report: InstallReport) -> None:
-    for component in get_plugin_manager().components(ComponentKind.REWARD_MANAGER):
+    for component in get_registry().components(ComponentKind.REWARD_MANAGER):
         adapter = verl_reward_manager_class(
             component.obj, label=f"{component.name!r} of plugin {component.plugin!r}")
         _register_names(
@@ -142,10 +142,10 @@ def _register_names(
     register: Callable[[str], Callable[[Any], Any]],
     module_name: str,
 ) -> None:
-    manager = get_plugin_manager()
+    registry = get_registry()
     for name in component.names:
         try:
-            if manager.get(component.kind, name) is not component:
+            if registry.get(component.kind, name) is not component:
                 continue  # the alias belongs to another component
             key = (module_name, name)
             if component.plugin == LOCAL_PLUGIN and table.get(name) is _installed.get(key):

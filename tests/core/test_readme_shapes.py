@@ -82,7 +82,7 @@ def test_async_functions_stay_async():
 
 
 def test_readme_plugin_is_listed_under_its_own_distribution(readme):
-    records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+    records = {r.name: r for r in rewardsql.get_registry().plugin_records()}
     assert "<local>" not in records  # the decorators ran inside an installed package
     record = records[_readme_plugin.DIST]
     assert (record.status, record.version) == ("ok", "1.0")
@@ -95,9 +95,9 @@ def test_readme_plugin_is_listed_under_its_own_distribution(readme):
 
 
 def test_plugins_check_binds_the_readme_function_and_runs_the_legacy_manager(readme, tmp_path):
-    manager = rewardsql.get_plugin_manager()
-    function = manager.get(ComponentKind.REWARD_FUNCTION, "readme_sql_reward")
-    legacy = manager.get(ComponentKind.REWARD_MANAGER, "readme_manager")
+    registry = rewardsql.get_registry()
+    function = registry.get(ComponentKind.REWARD_FUNCTION, "readme_sql_reward")
+    legacy = registry.get(ComponentKind.REWARD_MANAGER, "readme_manager")
 
     bare = check_component(function)
     assert not bare.ok
@@ -157,7 +157,7 @@ def test_a_failing_decorator_leaves_none_of_its_package_in_use(fake_site, monkey
             pass
     """)
     monkeypatch.setenv("REWARDSQL_PLUGINS", "half-decorated")
-    records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+    records = {r.name: r for r in rewardsql.get_registry().plugin_records()}
     assert "<local>" not in records
     record = records["half-decorated"]
     assert record.status == "error" and "not_a_manager" in record.error

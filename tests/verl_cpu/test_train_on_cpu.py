@@ -192,6 +192,40 @@ def test_process_rewards_reach_verl_dense(prm_run: tuple[Run, Path]) -> None:
     assert step2["actor/kl_loss"] > 0  # step 1 moved the actor away from the ref
 
 
+REPO = HERE.parents[1]
+#: The first line of docs/training.md's complete verl-on-the-CPU run.
+DOCUMENTED_RUN = "python -m rewardsql.demo.tiny --output-dir runs/tiny --quick"
+
+
+def _documented_block(doc: Path, first_line: str) -> str:
+    """The fenced bash block of ``doc`` that starts with ``first_line``, as written."""
+    blocks = doc.read_text(encoding="utf-8").split("```bash\n")[1:]
+    found = [b.split("```", 1)[0] for b in blocks if b.startswith(first_line)]
+    assert len(found) == 1, f"{doc} has {len(found)} blocks starting {first_line!r}"
+    return found[0]
+
+
+def test_the_documented_command_trains_as_written(tmp_path: Path) -> None:
+    """docs/training.md's complete run, in bash, word for word: the tiny example and model, then
+    the demo's grpo.yaml as it is (its ref micro-batch unset: --device cpu fills it), one step.
+    The working directory stands for a checkout (its core/ linked in); the programs are this
+    environment's."""
+    block = _documented_block(REPO / "docs" / "training.md", DOCUMENTED_RUN)
+    (tmp_path / "core").symlink_to(REPO / "core")
+    env = {**os.environ, TIMEOUT_VAR: str(WATCHDOG_S),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    result = subprocess.run(["bash", "-ec", block], cwd=tmp_path, capture_output=True, text=True,
+                            env=env, timeout=WATCHDOG_S + 180)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert ("note: --device cpu: actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64"
+            in result.stdout)
+    # verl's console logger: the step ran and updated the actor
+    steps = [line for line in _plain(result.stdout).splitlines() if "step:1 - " in line]
+    assert any("actor/grad_norm:" in line for line in steps), result.stdout[-3000:]
+    assert (tmp_path / "runs" / "verl-cpu" / "resolved_config.yaml").is_file()
+    assert _marked_processes() == []
+
+
 def _output_dir(run: Run) -> str:
     for line in run.result.stdout.splitlines():
         if line.startswith("output:"):

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 import rewardsql
 from rewardsql.components import ComponentKind
 from rewardsql.errors import RewardSQLError
-from rewardsql.registry import get_plugin_manager
+from rewardsql.registry import get_registry
 
 
 def build_app() -> typer.Typer:
@@ -34,7 +34,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
     )
     root.callback()(_root_options)
-    commands = get_plugin_manager().components(ComponentKind.COMMAND)
+    commands = get_registry().components(ComponentKind.COMMAND)
     groups: dict[str, typer.Typer] = {}
     # "rm label" joins the group "rm", whoever registered it: plain names first
     for component in sorted(commands, key=lambda c: (" " in c.name, c.name)):

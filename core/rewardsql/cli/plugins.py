@@ -10,7 +10,7 @@ import typer
 
 from rewardsql.components import Component, PluginRecord
 from rewardsql.hookspec import Register, hookimpl
-from rewardsql.registry import get_plugin_manager
+from rewardsql.registry import get_registry
 from rewardsql.section import MANAGER_SETTINGS_KEY
 
 app = typer.Typer(help="List and check rewardsql plugins.", no_args_is_help=True)
@@ -58,7 +58,7 @@ def list_plugins(
 
     A plugin that fails to load is listed with its error; the command still exits 0.
     """
-    records = get_plugin_manager().plugin_records(builtin=builtin)
+    records = get_registry().plugin_records(builtin=builtin)
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in records], indent=2))
     elif not records:
@@ -87,8 +87,7 @@ def check_plugins(
     from rewardsql.checks import CheckInputs, check_component
 
     inputs = CheckInputs.from_config_file(config) if config is not None else CheckInputs()
-    manager = get_plugin_manager()
-    records = manager.plugin_records(builtin=True)
+    records = get_registry().plugin_records(builtin=True)
     wanted = set(names or ())
     components = [
         c for r in records for c in r.components if not wanted or wanted & {r.name, *c.names}

@@ -75,6 +75,7 @@ def train(
                           "on GPUs)")
     threads = cpu_math_or_exit(cpu_math)  # before anything imports torch
     from rewardsql.training.launcher import TrainOptions, build_plan, launch
+    from rewardsql.training.launcher.plan import validate_with_verl
 
     out = _one("--output-dir", output_dir, output_dir_alias)
     if out is None:
@@ -93,11 +94,18 @@ def train(
     )
     if device not in (None, "cpu", "cuda"):
         raise ConfigError(f"expected cpu or cuda, got {device!r}", source="--device")
-    if engine == "verl" and not dry_run:
-        launch.require_device(device)  # at once: nothing else matters without it
+    launching_verl = engine == "verl" and not dry_run
+    if launching_verl and device != "cpu":
+        # before the plan imports verl: with the switch set, `import verl` sets up the CPU
+        launch.refuse_cpu_switch()
+    # Config and usage errors first (exit 2), whatever the engine and the machine: only a valid
+    # config is worth a look for a GPU or vLLM's CPU build (exit 1).
     plan = build_plan(options)
     for line in plan.warnings:
         typer.echo(f"warning: {line}", err=True)
+    if launching_verl:
+        validate_with_verl(plan.config)  # as --dry-run does
+        launch.require_device(device)
     path = launch.dry_run(plan) if dry_run else None
     typer.echo(launch.summary(plan))
     for line in plan.notes:  # e.g. which path the rewards take

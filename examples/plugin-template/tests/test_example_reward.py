@@ -22,7 +22,7 @@ def test_clause_overlap(response, gold, score):
 
 
 def test_rewardsql_finds_the_installed_plugin():
-    rewardsql.reset_plugin_manager()
+    rewardsql.reset_registry()
     assert rewardsql.get_reward_function("compute_clause_overlap") is clause_overlap
 
 

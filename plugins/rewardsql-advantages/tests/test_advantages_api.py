@@ -53,14 +53,14 @@ def test_hook_registers_three_names_with_published_aliases() -> None:
 
 
 def test_rewardsql_finds_every_name_and_alias_through_the_entry_point() -> None:
-    rewardsql.reset_plugin_manager()
+    rewardsql.reset_registry()
     try:
         for name, fn in NAMES.items():
             assert rewardsql.get_advantage_estimator(name) is fn
             assert rewardsql.get_advantage_estimator(fn.__name__) is fn
             assert getattr(rewardsql_advantages, fn.__name__) is fn
     finally:
-        rewardsql.reset_plugin_manager()
+        rewardsql.reset_registry()
 
 
 # -- calling conventions ---------------------------------------------------------------------

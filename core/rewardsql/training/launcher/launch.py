@@ -11,6 +11,7 @@ from rewardsql.errors import LaunchError
 from rewardsql.io import atomic_write_text
 from rewardsql.section import OUTCOME_WEIGHT_KEY, PROCESS_WEIGHT_KEY
 from rewardsql.training.launcher.plan import TrainPlan, _select, validate_with_verl
+from rewardsql.training.launcher.ray_failures import reported_ray_failures
 
 RESOLVED_CONFIG = "resolved_config.yaml"
 
@@ -120,16 +121,25 @@ def require_device(device: str | None) -> None:
     if device == "cpu":
         verl_cpu.check_versions(companions=True)
         return
+    refuse_cpu_switch()
+    require_gpu()
+
+
+def refuse_cpu_switch() -> None:
+    """Stop a run on GPUs whose environment carries the switch of verl on the CPU."""
+    from rewardsql.training import verl_cpu
+
     if verl_cpu.enabled():
         raise LaunchError(f"{verl_cpu.SWITCH}=1 is set in the environment: it is for "
                           "`--device cpu` only; unset it to train on GPUs")
-    require_gpu()
 
 
 def run_verl(plan: TrainPlan) -> None:
     """Train with verl's PPO trainer on Ray, as ``python -m verl.trainer.main_ppo`` would.
 
     With ``--device cpu`` on the CPU (:mod:`rewardsql.training.verl_cpu`), under its watchdog.
+    A failure in one of verl's Ray workers is a :class:`LaunchError` of one line
+    (:mod:`.ray_failures`).
     """
     from rewardsql.training import verl_cpu
 
@@ -152,11 +162,14 @@ def run_verl(plan: TrainPlan) -> None:
         runner = TaskRunnerV1
     else:
         from verl.trainer.main_ppo_v0 import TaskRunner as runner
+    # a worker's exception: one line naming it (inside guarded_run, which shuts Ray down)
+    failures = reported_ray_failures(plan.options.output_dir.expanduser().resolve())
     if on_cpu:
-        with verl_cpu.guarded_run():
+        with verl_cpu.guarded_run(), failures:
             run_ppo(plan.config, task_runner_class=runner)
     else:
-        run_ppo(plan.config, task_runner_class=runner)
+        with failures:
+            run_ppo(plan.config, task_runner_class=runner)
 
 
 def run_local(plan: TrainPlan) -> Any:

@@ -25,6 +25,7 @@ from rewardsql.section import (
     read_section,
 )
 from rewardsql.training.launcher import compose, resolve
+from rewardsql.training.launcher.translate import translate_old_mini_batches
 from rewardsql.training.local.settings import DENSE_ESTIMATOR
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def build_plan(options: TrainOptions) -> TrainPlan:
 
     config = compose.verl_defaults()
     config_core_function = None
+    old_shape = False  # the file has keys of older verl or of the original RewardSQL
     if options.config is not None:
         user = compose.load_user_config(options.config)
         config_core_function = (user.get("algorithm") or {}).get("core_function")
@@ -96,6 +98,7 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         notes += translation.notes()
         warnings += [f"{options.config}: {w}" for w in translation.warnings()]
         explicit |= _leaf_keys(translation.config)
+        old_shape = bool(translation.changes)
     _apply_options(config, options, config_core_function, explicit, notes, warnings)
     verl_cpu = options.engine == "verl" and options.device == "cpu"
     if options.device is not None:
@@ -109,8 +112,11 @@ def build_plan(options: TrainOptions) -> TrainPlan:
     overridden = compose.apply_overrides(config, options.overrides)
     notes += overridden.notes()
     warnings += [f"command line: {w}" for w in overridden.warnings()]
-    explicit |= {new for _, new, _ in overridden.changes if new} | {
+    on_command_line = {new for _, new, _ in overridden.changes if new} | {
         text.lstrip("+~").split("=", 1)[0] for text in options.overrides}
+    explicit |= on_command_line
+    if old_shape:  # older verl's behaviour, on the final batch sizes
+        notes += translate_old_mini_batches(config, keep=on_command_line)
 
     # -- resolve what the config names
     named = bool(options.core_function or config_core_function or options.algorithm
@@ -162,6 +168,8 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         env_vars.update(CPU_ENV)
     for name, value in env_vars.items():
         set_key(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{name}", value)
+    if verl_cpu:  # after the overrides: only what is still unset
+        notes += [f"--device cpu: {note}" for note in fill_cpu_micro_batches(config)]
     _check_complete(config, options.engine)
     plan = TrainPlan(config, options, chosen, manager, reward_function, core_algos, env_vars,
                      notes=notes, warnings=warnings)
@@ -179,6 +187,68 @@ def build_plan(options: TrainOptions) -> TrainPlan:
             f"data.train_files: {rows} rows, fewer than data.train_batch_size={batch}: verl "
             "drops the incomplete batch, so no training step would run")
     return plan
+
+
+#: The micro-batch sizes verl requires (unless dynamic batch sizes are on): the per-device
+#: key, and the deprecated global one that also counts as set.
+_ACTOR_MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size"
+_REF_MICRO = "actor_rollout_ref.ref.log_prob_micro_batch_size"
+_ROLLOUT_MICRO = "actor_rollout_ref.rollout.log_prob_micro_batch_size"
+_CRITIC_MICRO = "critic.ppo_micro_batch_size"
+
+
+def fill_cpu_micro_batches(config: Any) -> list[str]:
+    """Fill the micro-batch sizes verl requires and ``config`` leaves unset, for verl on the CPU;
+    return one note per size filled.
+
+    On GPUs the size is the user's (it depends on memory per GPU), so verl asks for it. On the
+    CPU there is one device and the runs are small, so it follows from what the config says: an
+    update (actor, critic) takes its whole mini-batch, ``ppo_mini_batch_size`` prompts x
+    ``rollout.n`` responses, in one pass; a log-prob forward (ref, rollout) takes the size of the
+    other log-prob forward of the same model when the config sets that one, else the actor's.
+    """
+    notes: list[str] = []
+    devices = max(1, int(_select(config, "trainer.n_gpus_per_node") or 1)
+                  * int(_select(config, "trainer.nnodes") or 1))
+    n = int(_select(config, "actor_rollout_ref.rollout.n") or 1)
+
+    def per_device(key: str) -> int | None:
+        """The per-device size at ``key`` (``..._per_gpu``), or the global one split."""
+        size = _select(config, f"{key}_per_gpu")
+        if size is None and _select(config, key) is not None:
+            size = max(1, int(_select(config, key)) // devices)
+        return None if size is None else int(size)
+
+    def fill(key: str, size: int, why: str) -> None:
+        set_key(config, f"{key}_per_gpu", size)
+        notes.append(f"{key}_per_gpu={size} ({why})")
+
+    def whole_mini_batch(prefix: str) -> None:
+        mini = int(_select(config, f"{prefix}.ppo_mini_batch_size"))
+        fill(f"{prefix}.ppo_micro_batch_size", max(1, mini * n // devices),
+             f"the whole mini-batch in one pass: {prefix}.ppo_mini_batch_size {mini} x "
+             f"actor_rollout_ref.rollout.n {n}")
+
+    if not _select(config, "actor_rollout_ref.actor.use_dynamic_bsz"):
+        if per_device(_ACTOR_MICRO) is None:
+            whole_mini_batch("actor_rollout_ref.actor")
+        actor = per_device(_ACTOR_MICRO)
+        given = {key: per_device(key) for key in (_REF_MICRO, _ROLLOUT_MICRO)}  # as set
+        for key, other in ((_REF_MICRO, _ROLLOUT_MICRO), (_ROLLOUT_MICRO, _REF_MICRO)):
+            if given[key] is not None:
+                continue
+            if given[other] is not None:
+                fill(key, given[other], f"as {other}_per_gpu")
+            elif actor is not None:
+                fill(key, actor, f"as {_ACTOR_MICRO}_per_gpu")
+    # verl's need_critic: critic.enable when set, else the estimator gae
+    enabled = _select(config, "critic.enable")
+    uses_critic = bool(enabled) if enabled is not None else (
+        _select(config, "algorithm.adv_estimator") == "gae")
+    if uses_critic and not _select(config, "critic.use_dynamic_bsz") \
+            and per_device(_CRITIC_MICRO) is None:
+        whole_mini_batch("critic")
+    return notes
 
 
 def _plain_core_function(config: Any, core_algos: list[resolve.CoreAlgos],

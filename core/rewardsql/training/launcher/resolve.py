@@ -16,7 +16,7 @@ from typing import Any
 from rewardsql.components import ComponentKind
 from rewardsql.errors import ConfigError, PluginError, UnknownComponentError
 from rewardsql.legacy import is_legacy_manager
-from rewardsql.registry import get_plugin_manager
+from rewardsql.registry import get_registry
 from rewardsql.section import MANAGER_SETTINGS_KEY, REWARD_FUNCTION_KEY
 
 #: ``--algorithm`` spellings that are not estimator names.
@@ -74,9 +74,9 @@ def resolve_estimator(name: str, *, key: str = "algorithm.adv_estimator") -> Res
     builtins = verl_builtin_estimators()
     if name in builtins:
         return Resolved(given, name, "verl")
-    manager = get_plugin_manager()
+    plugins = get_registry()
     try:
-        component = manager.get(ComponentKind.ADVANTAGE_ESTIMATOR, name)
+        component = plugins.get(ComponentKind.ADVANTAGE_ESTIMATOR, name)
     except UnknownComponentError:
         component = None
     except PluginError as exc:
@@ -91,7 +91,7 @@ def resolve_estimator(name: str, *, key: str = "algorithm.adv_estimator") -> Res
         return Resolved(given, component.name, provider, component.obj)
     if name in core_algos.ADV_ESTIMATOR_REGISTRY:  # registered with verl directly by a module
         return Resolved(given, name, "verl registry", core_algos.ADV_ESTIMATOR_REGISTRY[name])
-    ours = manager.names(ComponentKind.ADVANTAGE_ESTIMATOR)
+    ours = plugins.names(ComponentKind.ADVANTAGE_ESTIMATOR)
     raise ConfigError(
         f"unknown advantage estimator {given!r}. Available from verl: {', '.join(builtins)}; "
         f"from rewardsql plugins: {', '.join(ours) or 'none (is rewardsql-advantages installed?)'}",
@@ -211,9 +211,9 @@ def resolve_reward_manager(source: str, name: str, module_path: str | None = Non
     if source != "register":
         raise ConfigError(f"expected 'register' or 'importlib', got {source!r}",
                           key="reward.reward_manager.source")
-    manager = get_plugin_manager()
+    plugins = get_registry()
     try:
-        component = manager.get(ComponentKind.REWARD_MANAGER, name)
+        component = plugins.get(ComponentKind.REWARD_MANAGER, name)
     except UnknownComponentError:
         component = None
     except PluginError as exc:
@@ -229,7 +229,7 @@ def resolve_reward_manager(source: str, name: str, module_path: str | None = Non
         return Resolved(name, component.name, provider, component.obj)
     if name in registry.REWARD_MANAGER:
         return Resolved(name, name, "verl", registry.REWARD_MANAGER[name])
-    ours = manager.names(ComponentKind.REWARD_MANAGER)
+    ours = plugins.names(ComponentKind.REWARD_MANAGER)
     theirs = sorted(set(registry.REWARD_MANAGER) - set(ours))
     raise ConfigError(
         f"unknown reward manager {name!r}. Available from verl: {', '.join(theirs)}; from "
@@ -279,7 +279,7 @@ def _settings_key(exc: ConfigError) -> str:
 def reward_function_target(name: str) -> tuple[str, str]:
     """``(path, name)`` for ``reward.custom_reward_function`` of a registered reward function."""
     try:
-        component = get_plugin_manager().get(ComponentKind.REWARD_FUNCTION, name)
+        component = get_registry().get(ComponentKind.REWARD_FUNCTION, name)
     except PluginError as exc:
         raise exc.at(key=REWARD_FUNCTION_KEY) from None
     obj = component.obj
@@ -310,7 +310,7 @@ def resolve_reward_function(path: str | None, name: str | None) -> Resolved | No
     if not callable(obj):
         raise ConfigError(f"{name!r} in {path!r} is not callable", key=key)
     label = name
-    for component in get_plugin_manager().components(ComponentKind.REWARD_FUNCTION):
+    for component in get_registry().components(ComponentKind.REWARD_FUNCTION):
         if component.obj is obj:
             label = f"{component.name}, {component.plugin}"
     return Resolved(f"{path}:{name}", f"{path}:{name}", label, obj)

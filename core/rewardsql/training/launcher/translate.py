@@ -9,12 +9,15 @@ Three tables, each the one place for its kind of change (docs/training.md lists 
 
 Rules match dotted key prefixes; the longest matching rule wins, so ``verifier.reward_coef`` can
 go one way and the rest of ``verifier.*`` another.
+
+One old *behaviour* is translated too, on the composed config of an old-shaped file
+(:func:`translate_old_mini_batches`): a mini-batch larger than the batch.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,3 +260,40 @@ def translate(config: Mapping[str, Any],
         placed[new_key] = (old_key, renamed)
     return result
 
+
+
+#: The mini-batch keys that older verl let exceed ``data.train_batch_size``.
+OLD_MINI_BATCH_KEYS: tuple[str, ...] = (
+    "actor_rollout_ref.actor.ppo_mini_batch_size",
+    "critic.ppo_mini_batch_size",
+)
+
+
+def translate_old_mini_batches(config: Any, keep: Collection[str] = ()) -> list[str]:
+    """Older verl's answer to a mini-batch larger than the batch, in verl 0.9.1's terms.
+
+    Older verl (the original RewardSQL's fork among them) split each batch into mini-batches of
+    ``ppo_mini_batch_size`` prompts, so a batch smaller than that was one mini-batch: one update
+    per step. The fork's published config relies on it (48 prompts a batch, mini-batch 64);
+    verl 0.9.1 refuses such a config. Call this for a config read from an old-shaped file (one
+    with keys :func:`translate` renamed or dropped): each mini-batch of :data:`OLD_MINI_BATCH_KEYS`
+    larger than ``data.train_batch_size`` becomes the batch, the same one update per step, except
+    the ``keep`` keys (set on the command line: the user's own choice) and where dynamic batch
+    sizes are on (verl checks nothing then). ``config`` is the composed one (an omegaconf
+    DictConfig or a dict), changed in place; returns one note per change, naming both keys.
+    """
+    batch = get_key(config, "data.train_batch_size", None)
+    if not isinstance(batch, int) or isinstance(batch, bool):
+        return []
+    notes = []
+    for key in OLD_MINI_BATCH_KEYS:  # the actor's first: the critic's follows it by default
+        section = key.rsplit(".", 1)[0]
+        mini = get_key(config, key, None)
+        if key in keep or get_key(config, f"{section}.use_dynamic_bsz", False):
+            continue
+        if isinstance(mini, int) and not isinstance(mini, bool) and mini > batch:
+            set_key(config, key, batch)
+            notes.append(f"{key} {mini} -> {batch} (= data.train_batch_size: older verl ran a "
+                         "batch smaller than its mini-batch as one update per step; verl 0.9.1 "
+                         "refuses a mini-batch larger than the batch)")
+    return notes

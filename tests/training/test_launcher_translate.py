@@ -71,6 +71,21 @@ def test_seed_reward_manager_custom_becomes_sql_verifier() -> None:
     assert result.config["rewardsql"]["reward_weights"] == {"process": 0.5}
 
 
+def test_seed_prm_port_becomes_the_prm_servers_url_with_a_prm_weight() -> None:
+    result = translate({"reward_model": {"port": 5000, "rm_coef": 0.5}})
+    assert result.config["rewardsql"]["reward_manager"] == {"prm_url": "http://localhost:5000"}
+    assert any(note.startswith("reward_model.port -> rewardsql.reward_manager.prm_url="
+                               "http://localhost:5000") and "rm serve" in note
+               for note in result.notes())
+    # no PRM weight: nothing scores a PRM, and the port is dropped with a warning
+    result = translate({"reward_model": {"port": 5000, "rm_coef": 0.0}})
+    assert "reward_manager" not in result.config.get("rewardsql", {})
+    assert [w.split(":")[0] for w in result.warnings()] == ["reward_model.port"]
+    with pytest.raises(ConfigError, match="expected a port number") as info:
+        translate({"reward_model": {"port": "five", "rm_coef": 0.5}})
+    assert info.value.key == "reward_model.port"
+
+
 def test_verifier_keys_split_by_longest_prefix() -> None:
     result = translate({"verifier": {"reward_coef": 0.7, "port": 5887, "type": "prime",
                                      "timeout": 12, "mode": "multiset"}})

@@ -66,6 +66,7 @@ def test_verl_dense_reward_path_keys(prm: Path, data: Path, tmp_path: Path) -> N
     result = _train(_config(tmp_path, prm), data, tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "colocated reward-model path" in result.output  # which path the rewards take
+    assert "the PRM is scored on verl's reward-model server" in result.output
     config = yaml.safe_load((tmp_path / "out" / "resolved_config.yaml").read_text())
     model = config["reward"]["reward_model"]
     assert model["enable"] is True and model["enable_resource_pool"] is False
@@ -122,3 +123,75 @@ def test_verls_grpo_with_dense_rewards_warns(prm: Path, data: Path, tmp_path: Pa
     config = yaml.safe_load((tmp_path / "out" / "resolved_config.yaml").read_text())
     # the user's reward function stays: verl calls the manager anyway
     assert config["reward"]["custom_reward_function"]["name"] != PLACEHOLDER
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_prm_url_is_one_line_at_dry_run(prm: Path, data: Path,
+                                                       tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    line = _one_line_error(_train(_config(tmp_path, prm), data, tmp_path / "o",
+                                  f"+rewardsql.reward_manager.prm_url={url}"))
+    assert "rewardsql.reward_manager.prm_url" in line
+    assert f"the PRM server at {url} does not answer" in line
+
+
+@pytest.fixture()
+def models_endpoint(prm: Path):
+    """A stand-in for a vLLM server's ``/v1/models`` (vLLM is not installed in this test
+    environment; the real server is tested in tests/verl_cpu/test_prm_server.py): it says it
+    serves ``prm``."""
+    import http.server
+    import threading
+
+    body = json.dumps({"data": [{"id": "served", "root": str(prm),
+                                 "max_model_len": 1024}]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/v1/models" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_with_prm_url_verls_own_server_idles(prm: Path, data: Path, tmp_path: Path,
+                                             models_endpoint: str) -> None:
+    result = _train(_config(tmp_path, prm), data, tmp_path / "out",
+                    f"+rewardsql.reward_manager.prm_url={models_endpoint}")
+    assert result.exit_code == 0, result.output
+    assert f"the PRM is scored on your server at {models_endpoint}" in result.output
+    config = yaml.safe_load((tmp_path / "out" / "resolved_config.yaml").read_text())
+    rollout = config["reward"]["reward_model"]["rollout"]
+    assert rollout["load_format"] == "dummy" and rollout["gpu_memory_utilization"] == 0.05
+    assert rollout["max_num_seqs"] == 1
+    # what the user set stays
+    result = _train(_config(tmp_path, prm), data, tmp_path / "out2",
+                    f"+rewardsql.reward_manager.prm_url={models_endpoint}",
+                    "reward.reward_model.rollout.gpu_memory_utilization=0.1")
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((tmp_path / "out2" / "resolved_config.yaml").read_text())
+    assert config["reward"]["reward_model"]["rollout"]["gpu_memory_utilization"] == 0.1
+
+
+def test_a_prm_url_serving_another_model_is_one_line(prm: Path, data: Path, tmp_path: Path,
+                                                     models_endpoint: str) -> None:
+    other = tmp_path / "other-prm"
+    shutil.copytree(prm, other)
+    line = _one_line_error(_train(_config(tmp_path, other), data, tmp_path / "o",
+                                  f"+rewardsql.reward_manager.prm_url={models_endpoint}"))
+    assert f"the server at {models_endpoint} serves {prm}, not the PRM at {other}" in line

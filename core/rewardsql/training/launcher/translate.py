@@ -102,7 +102,6 @@ OBSOLETE: tuple[Obsolete, ...] = (
              "the original RewardSQL fork's sample logger; use trainer.rollout_data_dir"),
     Obsolete("verifier.type", "the SQL verifier is the sql_verifier reward manager"),
     Obsolete("verifier.port", "the SQL verifier runs in-process; there is no service to reach"),
-    Obsolete("reward_model.port", "the original RewardSQL's PRM service is gone"),
     Obsolete("reward_model.enable_EXreward", "the execution reward is set by verifier.reward_coef"),
     Obsolete("reward_model.step_tag_id",
              "token ids are derived from the tokenizer at run time, never hard-coded"),
@@ -213,6 +212,26 @@ def _leaves(node: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+#: The original RewardSQL's PRM service port: its PRM server on this machine.
+PRM_PORT_KEY = "reward_model.port"
+
+
+def _translate_prm_port(port: Any, leaves: Mapping[str, Any],
+                        source: str | os.PathLike[str] | None) -> tuple[str, str | None, str]:
+    """The change for the seed's ``reward_model.port``: with a PRM weight (``rm_coef`` > 0) it
+    is the URL of the PRM's server on this machine (``sql_prm``'s ``prm_url``, served by
+    ``rewardsql rm serve --port PORT``); without one nothing scores a PRM and it is dropped."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"expected a port number, got {port!r}", source=source,
+                          key=PRM_PORT_KEY)
+    weight = leaves.get("reward_model.rm_coef", leaves.get(PROCESS_WEIGHT_KEY, 0)) or 0
+    if isinstance(weight, (int, float)) and weight > 0:
+        return (PRM_PORT_KEY, f"{MANAGER_SETTINGS_KEY}.prm_url=http://localhost:{port}",
+                "the original RewardSQL's PRM service: now a vLLM server of the PRM, "
+                f"`rewardsql rm serve --prm DIR --port {port}`")
+    return (PRM_PORT_KEY, None, "no PRM weight (reward_model.rm_coef), so no PRM server to reach")
+
+
 def translate(config: Mapping[str, Any],
               source: str | os.PathLike[str] | None = None) -> Translation:
     """Translate every key (and renamed value) of a user config to verl 0.9.1.
@@ -222,7 +241,14 @@ def translate(config: Mapping[str, Any],
     """
     result = Translation(config={})
     placed: dict[str, tuple[str, bool]] = {}  # new key -> (where it came from, from a rename)
-    for old_key, value in _leaves(config):
+    leaves = _leaves(config)
+    port = dict(leaves).get(PRM_PORT_KEY)
+    if port is not None:
+        leaves = [(k, v) for k, v in leaves if k != PRM_PORT_KEY]
+        result.changes.append(_translate_prm_port(port, dict(leaves), source))
+        if result.changes[-1][1] is not None:
+            leaves.append((f"{MANAGER_SETTINGS_KEY}.prm_url", f"http://localhost:{port}"))
+    for old_key, value in leaves:
         new_key, why = translate_key(old_key)
         if value is None and new_key != old_key:
             # null meant "not set" in older verl too; verl 0.9.1 still carries some old keys

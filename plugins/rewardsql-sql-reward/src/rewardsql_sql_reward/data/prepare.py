@@ -166,18 +166,15 @@ def load_model_context(model: Path) -> tuple[Any, int]:
     if not model.is_dir():
         raise ConfigError(f"{model}: not a directory (a model directory: its tokenizer and "
                           "config.json)", source="--model")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{model}: cannot load its tokenizer ({reason})",
-                          source="--model") from None
-    try:
-        config = AutoConfig.from_pretrained(str(model), local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{model}: cannot load its config.json ({reason})",
-                          source="--model") from None
+    loaded = []
+    for loader, what in ((AutoTokenizer, "its tokenizer"), (AutoConfig, "its config.json")):
+        try:
+            loaded.append(loader.from_pretrained(str(model), local_files_only=True))
+        except (OSError, ValueError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{model}: cannot load {what} ({reason})",
+                              source="--model") from None
+    tokenizer, config = loaded
     for key in _CONTEXT_KEYS:
         limit = getattr(config, key, None)
         if isinstance(limit, int) and limit > 0:

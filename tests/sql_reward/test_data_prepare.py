@@ -184,3 +184,73 @@ def test_a_db_id_outside_the_root_is_a_missing_database(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert [r["extra_info"]["db_id"] for r in read(out)] == ["pets_1"]
     assert "../outside (1)" in result.output
+
+
+def _model_dir(root: Path, texts: list[str], positions: int) -> Path:
+    """A tiny model directory: a tokenizer trained on ``texts`` with the bundled tiny model's
+    recipe (its chat template included) and a one-layer Qwen2 with ``positions`` positions."""
+    from rewardsql.demo.tiny.model import train_tokenizer
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = root / f"model-{positions}"
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    tokenizer.save_pretrained(out)
+    Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=positions)).save_pretrained(out)
+    return out
+
+
+def test_model_counts_the_prompts_that_do_not_fit(spider: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    args = ["--format", "spider", "--input", str(spider["questions"]),
+            "--db-root", str(spider["db_root"])]
+    plain = tmp_path / "plain.parquet"
+    assert prepare(*args, "--output", str(plain)).exit_code == 0
+    rows = read(plain)
+    texts = [m["content"] for r in rows for m in r["prompt"]]
+    # the model's context: the middle prompt's length, so some prompts fit and some do not
+    probe = AutoTokenizer.from_pretrained(_model_dir(tmp_path, texts, 10_000))
+    lengths = sorted(len(probe.apply_chat_template(r["prompt"], add_generation_prompt=True,
+                                                   tokenize=True, return_dict=False))
+                     for r in rows)
+    limit = lengths[len(lengths) // 2]
+    too_long = sum(n > limit for n in lengths)
+    assert 0 < too_long < len(rows)
+    model = _model_dir(tmp_path, texts, limit)
+
+    out = tmp_path / "train.parquet"
+    result = prepare(*args, "--output", str(out), "--model", str(model))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {too_long} of {len(rows)} prompts do not fit {model}'s {limit} positions "
+        f"(the longest has {lengths[-1]} tokens): lower --sample-values, or give training a "
+        "model with a longer context"]
+    assert read(out) == rows  # a warning: everything is written as without --model
+
+    roomy = _model_dir(tmp_path, texts, 10_000)
+    result = prepare(*args, "--output", str(out), "--model", str(roomy))
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    assert (f"prompts: the longest has {lengths[-1]} tokens, within {roomy}'s 10000 positions"
+            in result.stdout)
+
+
+def test_model_that_is_no_model_directory_is_a_one_line_error(spider: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "train.parquet"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for model, why in ((tmp_path / "nowhere", "not a directory"),
+                       (empty, "cannot load its tokenizer")):
+        result = prepare("--format", "spider", "--input", str(spider["questions"]),
+                         "--db-root", str(spider["db_root"]), "--output", str(out),
+                         "--model", str(model))
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: --model: {model}: {why}")
+        assert not out.exists()  # checked before any gold query runs

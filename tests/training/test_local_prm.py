@@ -16,6 +16,7 @@ from rewardsql.errors import ConfigError
 from rewardsql.training.local.scoring import RewardSource, token_level_rewards
 from rewardsql.training.local.settings import read_settings
 from rewardsql.training.local.update import compute_advantages, resolve_estimator
+from rewardsql_sql_reward.rewards.prm_manager import PRM_STATUSES
 from transformers import AutoTokenizer
 
 
@@ -131,3 +132,24 @@ def test_a_few_grpo_steps_with_process_rewards(parts, tmp_path):
     for record in records:
         assert math.isfinite(record["actor/loss"]) and math.isfinite(record["actor/pg_loss"])
     assert any(record["advantage/std"] > 0 for record in records)
+    # sql_prm's per-response statuses and counts, under the names verl reports them by (its
+    # rollout dumps), as batch means: every response has exactly one status
+    statuses = [f"prm_status_{name}" for name in PRM_STATUSES]
+    for record in records:
+        assert all(0 <= record[key] <= 1 for key in statuses), record
+        assert sum(record[key] for key in statuses) == pytest.approx(1.0)
+        assert record["prm_status_off"] == 0  # the process weight is on
+        assert record["prm_steps"] >= 0 and record["prm_seconds"] >= 0
+        # step_end: one rewarded token per scored step
+        assert record["prm_reward_tokens"] == pytest.approx(record["prm_steps"])
+        assert 0 <= record["prm_step_score"] <= 1
+        assert record["acc"] == record["accuracy"]
+    assert any(record["prm_status_ok"] > 0 and record["prm_steps"] > 0 for record in records)
+    # the same values in TensorBoard, step by step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    for key in (*statuses, "prm_steps", "prm_reward_tokens", "prm_step_score"):
+        logged = {e.step: e.value for e in events.Scalars(key)}
+        assert logged == {r["step"]: pytest.approx(r[key]) for r in records}, key

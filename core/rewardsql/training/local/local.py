@@ -37,6 +37,7 @@ from rewardsql.training.local.evaluate import (
     EvalResult,
     accuracy_of,
     evaluate,
+    extra_means,
     requests_for,
     status_counts,
     valid_responses,
@@ -492,9 +493,9 @@ def _train_step(state: ckpt.TrainerState, *, model: Any, ref_model: Any, tokeniz
 def _step_record(state: ckpt.TrainerState, sampled: _Sampled, advantages: torch.Tensor,
                  loss_metrics: dict[str, float], lr: float, step_s: float, settings: Settings
                  ) -> dict[str, Any]:
-    """One line of metrics.jsonl. Reward, accuracy and statuses cover every response sampled in
-    the step (with dynamic sampling, also those of the groups left out); the rest covers the
-    batch trained on."""
+    """One line of metrics.jsonl. Reward, accuracy, statuses and the means of the reward's
+    numeric ``extra`` cover every response sampled in the step (with dynamic sampling, also
+    those of the groups left out); the rest covers the batch trained on."""
     results = sampled.all_results
     scores = torch.tensor([r.score for r in results], dtype=torch.float32)
     rollout = sampled.rollout
@@ -531,4 +532,8 @@ def _step_record(state: ckpt.TrainerState, sampled: _Sampled, advantages: torch.
         record["filter_groups/kept_groups"] = len(set(sampled.uids.tolist()))
     for status, count in sorted(status_counts(results).items()):
         record[f"status/{status}"] = count
+    for key, mean in extra_means(results).items():
+        # the reward's own metrics (sql_prm's prm_status_*, prm_steps, ...) by the names verl
+        # reports; a name the engine uses itself keeps the engine's value
+        record.setdefault(key, mean)
     return record

@@ -10,6 +10,11 @@ whose rewards differ), ``advantage/mean``, ``advantage/std``, ``actor/kl_loss``,
 ``actor/ppo_kl``, ``actor/lr``, ``response_length/mean``, ``response_length/clip_ratio``,
 ``perf/tokens_per_s``, ``perf/step_s``, ``perf/generate_s``; and ``dev/accuracy`` on steps with a
 dev evaluation (``null`` otherwise).
+
+Besides, the batch mean of each numeric key of the reward's ``extra`` under that key's name, the
+name verl reports it by (``acc``, ``sql_seconds``, ``status_<status>``; ``sql_prm``'s
+``prm_status_<status>``, ``prm_steps``, ``prm_reward_tokens``, ``prm_step_score``,
+``prm_seconds``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from rewardsql.io import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 
-#: Keys every step's record has (status counts come in addition).
+#: Keys every step's record has (status counts and the reward's extra come in addition).
 STEP_KEYS = (
     "step", "epoch", "reward/mean", "reward/std", "accuracy", "reward/groups_with_variance",
     "advantage/mean", "advantage/std", "actor/kl_loss", "actor/entropy", "actor/pg_loss",

@@ -12,30 +12,17 @@ annotation settings, so every consumer scores the way the PRM was trained.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rewardsql.errors import ConfigError
-from rewardsql.training.cpu_math import describe_cpu_math
-from rewardsql.training.pretrained import from_pretrained
 from rewardsql.training.prm.config import PRMConfig
 from rewardsql.training.prm.data import PRMCollator, PRMExamples, encode_records
 from rewardsql.training.prm.encode import Encoded, TagTokens, tag_tokens
 from rewardsql.training.prm.metrics import prm_metrics
 from rewardsql.training.prm.scorer import PRM_CONFIG_FILE, candidate_logits, step_probabilities
 from rewardsql.training.sft.data import read_rows
-from rewardsql.training.sft.train import (
-    _LossLog,
-    _save_final,
-    _training_arguments,
-    earlier_result,
-    find_checkpoint,
-    finished_state,
-    prepare_run,
-    train_or_adopt,
-)
+from rewardsql.training.sft.train import TrainingResult, run_training
 
 RESULT_FILE = "prm_result.json"
 CONFIG_FILE = "rm_config.json"
@@ -43,16 +30,11 @@ CONFIG_FILE = "rm_config.json"
 PRM_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class PRMResult:
-    """What a run did: losses, steps, data counts and the held-out metrics of every epoch."""
+@dataclass(frozen=True, kw_only=True)
+class PRMResult(TrainingResult):
+    """What a PRM run did: :class:`TrainingResult`, the data counts and the held-out metrics of
+    every epoch."""
 
-    output_dir: Path
-    first_loss: float | None
-    final_loss: float | None
-    steps: int
-    start_step: int
-    seconds: float
     n_examples: int
     n_steps: int
     positive_steps: int
@@ -62,9 +44,6 @@ class PRMResult:
     attn_implementation: str = "sdpa"
     bf16: bool = False
     cpu_math: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
 
 def prm_settings(config: PRMConfig, tokens: TagTokens) -> dict[str, Any]:
@@ -109,94 +88,81 @@ def _load_examples(path: str, key: str, config: PRMConfig, tokenizer: Any,
     return examples
 
 
+class _PRMRecipe:
+    """:func:`~rewardsql.training.sft.train.run_training` for a PRM: the tag loss, and the
+    held-out step metrics after every epoch (logged as ``eval_*``)."""
+
+    result_file, config_file, result_type = RESULT_FILE, CONFIG_FILE, PRMResult
+    has_eval = False  # held-out examples are scored by the callback, not the Trainer
+
+    def __init__(self, config: PRMConfig) -> None:
+        self.config = config
+        self.tokens: Any = None
+        self.train: Any = None
+        self.held_out: PRMExamples | None = None
+        self.evaluations: list[dict[str, Any]] = []
+        self.pad_id = 0
+
+    def load_data(self, tokenizer: Any) -> None:
+        config = self.config
+        try:
+            self.tokens = tag_tokens(tokenizer, config.step_tag, config.candidate_tokens)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({config.model_name_or_path}'s tokenizer)",
+                              key=exc.key) from None
+        self.pad_id = tokenizer.pad_token_id
+        self.train = _load_examples(config.train_file, "train_file", config, tokenizer,
+                                    self.tokens)
+        if config.eval_file:
+            self.held_out = _load_examples(config.eval_file, "eval_file", config, tokenizer,
+                                           self.tokens)
+
+    def _evaluate(self, model: Any) -> dict[str, Any]:
+        assert self.held_out is not None
+        return evaluate_examples(model, self.held_out, self.tokens,
+                                 batch_size=self.config.per_device_eval_batch_size,
+                                 pad_id=self.pad_id)
+
+    def make_trainer(self, model: Any, args: Any, tokenizer: Any, callback: Any) -> Any:
+        from transformers import Trainer, TrainerCallback
+
+        recipe = self
+
+        class PRMTrainer(Trainer):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                loss = tag_loss(model, inputs, recipe.tokens)
+                return (loss, None) if return_outputs else loss
+
+        class HeldOut(TrainerCallback):
+            def on_epoch_end(self, args, state, control, model=None, **_):
+                if recipe.held_out is None or model is None:
+                    return
+                metrics = recipe._evaluate(model)
+                metrics = {"epoch": round(state.epoch or 0, 4), "step": state.global_step,
+                           **metrics}
+                recipe.evaluations.append(metrics)
+                trainer.log({f"eval_{k}": v for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and k not in ("epoch", "step")})
+
+        trainer = PRMTrainer(model=model, args=args, train_dataset=self.train.examples,
+                             data_collator=PRMCollator(tokenizer.pad_token_id),
+                             processing_class=tokenizer, callbacks=[callback, HeldOut()])
+        return trainer
+
+    def finish(self, trainer: Any, losses: Any) -> dict[str, Any]:
+        if self.held_out is not None and not self.evaluations:  # resumed after the last epoch
+            self.evaluations.append(self._evaluate(trainer.model))
+        return {"n_examples": len(self.train.examples), "n_steps": self.train.steps,
+                "positive_steps": self.train.positives, "dropped": self.train.dropped,
+                "evaluations": self.evaluations}
+
+    def extra_files(self, result: PRMResult) -> dict[str, Any]:
+        return {PRM_CONFIG_FILE: prm_settings(self.config, self.tokens)}
+
+
 def run_prm(config: PRMConfig) -> PRMResult:
     """Train ``config.model_name_or_path`` as a PRM on ``config.train_file``; save to output_dir."""
-    import torch
-    import transformers
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
-
-    attn, bf16 = prepare_run(config)
-    done = earlier_result(config, RESULT_FILE, CONFIG_FILE, PRMResult)
-    if done is not None:
-        return done
-    started = time.monotonic()
-
-    tokenizer = from_pretrained(AutoTokenizer, config.model_name_or_path, key="model_name_or_path")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        tokens = tag_tokens(tokenizer, config.step_tag, config.candidate_tokens)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} ({config.model_name_or_path}'s tokenizer)",
-                          key=exc.key) from None
-    train = _load_examples(config.train_file, "train_file", config, tokenizer, tokens)
-    held_out = (_load_examples(config.eval_file, "eval_file", config, tokenizer, tokens)
-                if config.eval_file else None)
-
-    resume = find_checkpoint(config)
-    finished = finished_state(resume, config)
-    dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
-    source = resume if finished is not None and resume else config.model_name_or_path
-    model = from_pretrained(AutoModelForCausalLM, source, key="model_name_or_path", dtype=dtype,
-                            attn_implementation=attn)
-    if config.gradient_checkpointing:
-        model.config.use_cache = False
-    if config.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(
-            r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-            target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM"))
-
-    kwargs = _training_arguments(config, bf16, False, major=int(transformers.__version__[0]))
-    evaluations: list[dict[str, Any]] = []
-
-    class PRMTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = tag_loss(model, inputs, tokens)
-            return (loss, None) if return_outputs else loss
-
-    class HeldOut(TrainerCallback):
-        def on_epoch_end(self, args, state, control, model=None, **_):
-            if held_out is None or model is None:
-                return
-            metrics = evaluate_examples(model, held_out, tokens,
-                                        batch_size=config.per_device_eval_batch_size,
-                                        pad_id=tokenizer.pad_token_id)
-            metrics = {"epoch": round(state.epoch or 0, 4), "step": state.global_step, **metrics}
-            evaluations.append(metrics)
-            trainer.log({f"eval_{k}": v for k, v in metrics.items()
-                         if isinstance(v, (int, float)) and k not in ("epoch", "step")})
-
-    losses = _LossLog()
-    trainer = PRMTrainer(model=model, args=TrainingArguments(**kwargs),
-                         train_dataset=train.examples,
-                         data_collator=PRMCollator(tokenizer.pad_token_id),
-                         processing_class=tokenizer, callbacks=[losses.callback, HeldOut()])
-    start_step = train_or_adopt(trainer, resume, finished, losses)
-    if held_out is not None and not evaluations:  # resumed after the last epoch ended
-        evaluations.append(evaluate_examples(trainer.model, held_out, tokens,
-                                             batch_size=config.per_device_eval_batch_size,
-                                             pad_id=tokenizer.pad_token_id))
-
-    result = PRMResult(
-        output_dir=Path(config.output_dir), steps=trainer.state.global_step,
-        first_loss=losses.losses[0][1] if losses.losses else None,
-        final_loss=losses.losses[-1][1] if losses.losses else None,
-        start_step=start_step, seconds=round(time.monotonic() - started, 2),
-        n_examples=len(train.examples), n_steps=train.steps, positive_steps=train.positives,
-        dropped=train.dropped, evaluations=evaluations, resumed_from=resume,
-        attn_implementation=attn, bf16=bf16, cpu_math=describe_cpu_math())
-    _save_final(trainer, tokenizer, config, result,  # type: ignore[arg-type]
-                files={RESULT_FILE: result.to_dict(), CONFIG_FILE: config.to_dict(),
-                       PRM_CONFIG_FILE: prm_settings(config, tokens)})
-    return result
+    return run_training(config, _PRMRecipe(config))
 
 
 __all__ = ["PRMResult", "evaluate_examples", "prm_settings", "run_prm", "tag_loss"]

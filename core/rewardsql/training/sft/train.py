@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rewardsql.errors import ConfigError, LaunchError
 from rewardsql.io import atomic_directory, atomic_write_json
@@ -33,8 +33,9 @@ CONFIG_FILE = "sft_config.json"
 
 
 @dataclass(frozen=True)
-class SFTResult:
-    """What a run did: losses (first and last logged training loss), steps and timing."""
+class TrainingResult:
+    """What every trainer's run reports first: where, losses (first and last logged training
+    loss), steps and timing. Each trainer's result adds its own fields."""
 
     output_dir: Path
     first_loss: float | None
@@ -42,6 +43,15 @@ class SFTResult:
     steps: int
     start_step: int
     seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True, kw_only=True)  # kw_only: fields without defaults after the base's
+class SFTResult(TrainingResult):
+    """What an SFT run did: :class:`TrainingResult`, the data counts and the eval loss."""
+
     n_examples: int
     dropped: int
     resumed_from: str | None = None
@@ -51,9 +61,6 @@ class SFTResult:
     #: ``rewardsql.training.cpu_math.describe_cpu_math()``: whether the run's CPU arithmetic was
     #: pinned
     cpu_math: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
 
 def attention_implementation(setting: str | bool) -> str:
@@ -172,7 +179,7 @@ class _LossLog:
         self.evals = evals
 
 
-_Result = TypeVar("_Result")
+_Result = TypeVar("_Result", bound=TrainingResult)
 
 
 def earlier_result(config: SFTConfig, result_file: str, config_file: str,
@@ -247,14 +254,41 @@ def prepare_run(config: SFTConfig) -> tuple[str, bool]:
     return attn, bf16
 
 
-def run_sft(config: SFTConfig) -> SFTResult:
-    """Fine-tune ``config.model_name_or_path`` on ``config.train_file``; save to output_dir."""
+class TrainingRecipe(Protocol[_Result]):
+    """What one trainer adds to the skeleton :func:`run_training`: its record files, its data,
+    its Trainer and the fields of its result beyond :func:`run_training`'s common ones."""
+
+    #: the result's file and the config's file in output_dir (a finished run's record)
+    result_file: str
+    config_file: str
+    result_type: type[_Result]
+    #: whether the Trainer evaluates on its own (``eval_strategy``); known after load_data
+    has_eval: bool
+
+    def load_data(self, tokenizer: Any) -> None:
+        """Read and encode the data (bad data fails here, before the model is loaded)."""
+
+    def make_trainer(self, model: Any, args: Any, tokenizer: Any, callback: Any) -> Any:
+        """The transformers Trainer, with ``callback`` among its callbacks."""
+
+    def finish(self, trainer: Any, losses: _LossLog) -> dict[str, Any]:
+        """After training: the result's own fields (final evaluation included)."""
+
+    def extra_files(self, result: _Result) -> dict[str, Any]:
+        """Files (name -> JSON data) saved with the model besides the result and config."""
+
+
+def run_training(config: SFTConfig, recipe: TrainingRecipe[_Result]) -> _Result:
+    """The skeleton of every trainer on this machinery (``rewardsql sft``, ``rewardsql rm
+    train``): check the machine, return a finished run's result, load the tokenizer, the data
+    (``recipe``), the model (from the last checkpoint when that ended the run; LoRA when set),
+    train or resume, and save the final model with its record files atomically."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
     attn, bf16 = prepare_run(config)
-    done = earlier_result(config, RESULT_FILE, CONFIG_FILE, SFTResult)
+    done = earlier_result(config, recipe.result_file, recipe.config_file, recipe.result_type)
     if done is not None:
         return done
     started = time.monotonic()
@@ -262,12 +296,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
     tokenizer = from_pretrained(AutoTokenizer, config.model_name_or_path, key="model_name_or_path")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train = tokenize(read_rows(config.train_file), tokenizer, config.max_length,
-                     source=config.train_file)
-    evaluation = None
-    if config.eval_file:
-        evaluation = tokenize(read_rows(config.eval_file, key="eval_file"), tokenizer,
-                              config.max_length, source=config.eval_file)
+    recipe.load_data(tokenizer)
 
     resume = find_checkpoint(config)
     finished = finished_state(resume, config)
@@ -284,27 +313,67 @@ def run_sft(config: SFTConfig) -> SFTResult:
             r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
             target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM"))
 
-    args = TrainingArguments(**_training_arguments(config, bf16, evaluation is not None,
+    args = TrainingArguments(**_training_arguments(config, bf16, recipe.has_eval,
                                                    major=int(transformers.__version__[0])))
     losses = _LossLog()
-    trainer = Trainer(model=model, args=args, train_dataset=train.examples,
-                      eval_dataset=evaluation.examples if evaluation else None,
-                      data_collator=Collator(tokenizer.pad_token_id),
-                      processing_class=tokenizer, callbacks=[losses.callback])
+    trainer = recipe.make_trainer(model, args, tokenizer, losses.callback)
     start_step = train_or_adopt(trainer, resume, finished, losses)
-    eval_loss = losses.evals[-1] if losses.evals else None
-    if evaluation is not None and eval_loss is None:
-        eval_loss = float(trainer.evaluate()["eval_loss"])
-
-    result = SFTResult(
+    own = recipe.finish(trainer, losses)
+    result = recipe.result_type(
         output_dir=Path(config.output_dir), steps=trainer.state.global_step,
         first_loss=losses.losses[0][1] if losses.losses else None,
         final_loss=losses.losses[-1][1] if losses.losses else None,
         start_step=start_step, seconds=round(time.monotonic() - started, 2),
-        n_examples=len(train.examples), dropped=train.dropped, resumed_from=resume,
-        eval_loss=eval_loss, attn_implementation=attn, bf16=bf16, cpu_math=describe_cpu_math())
-    _save_final(trainer, tokenizer, config, result)
+        resumed_from=resume, attn_implementation=attn, bf16=bf16, cpu_math=describe_cpu_math(),
+        **own)
+    files = {recipe.result_file: result.to_dict(), recipe.config_file: config.to_dict(),
+             **recipe.extra_files(result)}
+    _save_final(trainer, tokenizer, config, files)
     return result
+
+
+class _SFTRecipe:
+    """:func:`run_training` for SFT: response-only labels, the Trainer's own eval loss."""
+
+    result_file, config_file, result_type = RESULT_FILE, CONFIG_FILE, SFTResult
+
+    def __init__(self, config: SFTConfig) -> None:
+        self.config = config
+        self.train: Any = None
+        self.evaluation: Any = None
+        self.has_eval = False
+
+    def load_data(self, tokenizer: Any) -> None:
+        config = self.config
+        self.train = tokenize(read_rows(config.train_file), tokenizer, config.max_length,
+                              source=config.train_file)
+        if config.eval_file:
+            self.evaluation = tokenize(read_rows(config.eval_file, key="eval_file"), tokenizer,
+                                       config.max_length, source=config.eval_file)
+        self.has_eval = self.evaluation is not None
+
+    def make_trainer(self, model: Any, args: Any, tokenizer: Any, callback: Any) -> Any:
+        from transformers import Trainer
+
+        return Trainer(model=model, args=args, train_dataset=self.train.examples,
+                       eval_dataset=self.evaluation.examples if self.evaluation else None,
+                       data_collator=Collator(tokenizer.pad_token_id),
+                       processing_class=tokenizer, callbacks=[callback])
+
+    def finish(self, trainer: Any, losses: _LossLog) -> dict[str, Any]:
+        eval_loss = losses.evals[-1] if losses.evals else None
+        if self.evaluation is not None and eval_loss is None:
+            eval_loss = float(trainer.evaluate()["eval_loss"])
+        return {"n_examples": len(self.train.examples), "dropped": self.train.dropped,
+                "eval_loss": eval_loss}
+
+    def extra_files(self, result: SFTResult) -> dict[str, Any]:
+        return {}
+
+
+def run_sft(config: SFTConfig) -> SFTResult:
+    """Fine-tune ``config.model_name_or_path`` on ``config.train_file``; save to output_dir."""
+    return run_training(config, _SFTRecipe(config))
 
 
 def _training_arguments(config: SFTConfig, bf16: bool, has_eval: bool, major: int) -> dict:
@@ -338,13 +407,12 @@ def _training_arguments(config: SFTConfig, bf16: bool, has_eval: bool, major: in
     return kwargs
 
 
-def _save_final(trainer, tokenizer, config: SFTConfig, result: SFTResult,
-                files: dict[str, Any] | None = None) -> None:
+def _save_final(trainer, tokenizer, config: SFTConfig, files: dict[str, Any]) -> None:
     """Replace output_dir whole with the final model, carrying checkpoints and logs across.
 
     Every process takes part in saving (DeepSpeed ZeRO-3 gathers the weights); the main process
-    then swaps the directory in. ``files`` (name -> JSON data) replaces the default record files
-    (the result and the config; ``rewardsql rm train`` writes its own).
+    then swaps the directory in, with ``files`` (name -> JSON data: the result, the config, and
+    whatever else the trainer records) written next to the model.
     """
     out = Path(config.output_dir)
     staging = out.with_name(f".{out.name}.final")
@@ -363,8 +431,6 @@ def _save_final(trainer, tokenizer, config: SFTConfig, result: SFTResult,
         for entry in staging.iterdir():
             os.replace(entry, tmp / entry.name)
         tokenizer.save_pretrained(tmp)
-        if files is None:
-            files = {RESULT_FILE: result.to_dict(), CONFIG_FILE: config.to_dict()}
         for name, data in files.items():
             atomic_write_json(tmp / name, data)
         moved: list[tuple[Path, Path]] = []

@@ -45,6 +45,11 @@ def prepare_command(
     drop_failing_gold: Annotated[
         bool, typer.Option(help="Leave out questions whose gold query fails (default: keep).")
     ] = False,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A model directory (its tokenizer and config.json): warn, with the "
+                          "count, when prompts are longer than its context."),
+    ] = None,
 ) -> None:
     """Spider/BIRD questions -> verl RL parquet: prompt (Chain-of-CTEs instructions, schema,
     sample values, question, BIRD evidence), data_source, reward_model.ground_truth, extra_info.
@@ -58,11 +63,14 @@ def prepare_command(
         report = prepare(
             fmt, input_path, db_root, output, tables=tables, val_fraction=val_fraction,
             val_output=val_output, seed=seed, data_source=data_source, timeout=timeout,
-            sample_values=sample_values, drop_failing_gold=drop_failing_gold,
+            sample_values=sample_values, drop_failing_gold=drop_failing_gold, model=model,
         )
     except OSError as exc:
         raise RewardSQLError(f"{type(exc).__name__}: {exc}") from None
     for line in report.lines():
         typer.echo(line)
+    warning = report.prompt_fit.warning() if report.prompt_fit is not None else None
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     if sum(report.written.values()) == 0:
         raise RewardSQLError("no question could be prepared")

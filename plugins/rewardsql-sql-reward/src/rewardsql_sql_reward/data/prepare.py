@@ -41,15 +41,36 @@ class Problem:
     detail: str
 
 
+@dataclass(frozen=True)
+class PromptFit:
+    """How the written prompts fit a model: ``too_long`` of ``count`` prompts have more tokens
+    than its ``limit`` positions; the longest has ``longest``."""
+
+    model: Path
+    limit: int
+    count: int
+    too_long: int
+    longest: int
+
+    def warning(self) -> str | None:
+        """One line when some prompts do not fit, else None."""
+        if not self.too_long:
+            return None
+        return (f"{self.too_long} of {self.count} prompts do not fit {self.model}'s "
+                f"{self.limit} positions (the longest has {self.longest} tokens): lower "
+                "--sample-values, or give training a model with a longer context")
+
+
 @dataclass
 class PrepareReport:
-    """What :func:`prepare` read, wrote and left out."""
+    """What :func:`prepare` read, wrote and left out; with a model, how the prompts fit it."""
 
     total: int = 0
     written: dict[Path, int] = field(default_factory=dict)
     missing_databases: dict[str, int] = field(default_factory=dict)  # db_id -> questions
     gold_failures: list[Problem] = field(default_factory=list)
     dropped_failing_gold: int = 0
+    prompt_fit: PromptFit | None = None
 
     @property
     def left_out(self) -> int:
@@ -74,6 +95,10 @@ class PrepareReport:
                 out.append(f"  question {p.index} ({p.db_id}): {p.kind}: {p.detail}")
             if len(self.gold_failures) > 20:
                 out.append(f"  ... and {len(self.gold_failures) - 20} more")
+        fit = self.prompt_fit
+        if fit is not None and not fit.too_long and fit.count:
+            out.append(f"prompts: the longest has {fit.longest} tokens, within {fit.model}'s "
+                       f"{fit.limit} positions")
         return out
 
 
@@ -123,6 +148,58 @@ def database_path(db_root: Path, db_id: str) -> Path:
     return db_root / db_id / f"{db_id}.sqlite"
 
 
+#: The config keys that hold a model's context length (positions), by model family.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def load_model_context(model: Path) -> tuple[Any, int]:
+    """The tokenizer of the model directory ``model`` and its context length in tokens.
+
+    Raises ConfigError naming ``--model`` when ``model`` is no such directory, or its tokenizer
+    or config cannot be loaded, or the config names no context length.
+    """
+    from rewardsql.errors import require
+
+    require("transformers", "--model", "train")
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not model.is_dir():
+        raise ConfigError(f"{model}: not a directory (a model directory: its tokenizer and "
+                          "config.json)", source="--model")
+    loaded = []
+    for loader, what in ((AutoTokenizer, "its tokenizer"), (AutoConfig, "its config.json")):
+        try:
+            loaded.append(loader.from_pretrained(str(model), local_files_only=True))
+        except (OSError, ValueError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{model}: cannot load {what} ({reason})",
+                              source="--model") from None
+    tokenizer, config = loaded
+    for key in _CONTEXT_KEYS:
+        limit = getattr(config, key, None)
+        if isinstance(limit, int) and limit > 0:
+            return tokenizer, limit
+    raise ConfigError(f"{model}: config.json names no context length (one of "
+                      f"{', '.join(_CONTEXT_KEYS)})", source="--model")
+
+
+def prompt_fit(rows: Sequence[dict[str, Any]], tokenizer: Any, limit: int,
+               model: Path) -> PromptFit:
+    """Count the prompts of ``rows`` longer than ``limit`` tokens, as training tokenizes them
+    (the chat template with the generation prompt)."""
+    lengths = []
+    for row in rows:
+        try:
+            ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True,
+                                                tokenize=True, return_dict=False)
+        except ValueError as exc:  # no chat template: training could not use it either
+            raise ConfigError(f"{model}: its tokenizer cannot apply a chat template ({exc})",
+                              source="--model") from None
+        lengths.append(len(ids))
+    return PromptFit(model=model, limit=limit, count=len(lengths),
+                     too_long=sum(n > limit for n in lengths), longest=max(lengths, default=0))
+
+
 def _open_verifier(db_root: Path, timeout: float) -> Any:
     try:
         from rewardsql_sql_reward import SQLVerifier
@@ -148,11 +225,14 @@ def prepare(
     sample_values: int = 3,
     drop_failing_gold: bool = False,
     progress: bool = True,
+    model: Path | None = None,
 ) -> PrepareReport:
     """Convert ``input_path`` to parquet at ``output`` (and the validation split, if any).
 
     ``val_fraction`` of the questions (chosen with ``seed``) go to ``val_output``, by default
     ``val.parquet`` beside ``output``: the layout ``rewardsql train --data-path DIR`` reads.
+    ``model`` (a model directory): the report's ``prompt_fit`` counts the written prompts that
+    do not fit its context, so the user hears it now rather than when training starts.
     """
     from tqdm import tqdm
 
@@ -169,6 +249,8 @@ def prepare(
                               "--val-output", source=output)
     questions = load_questions(input_path, fmt)
     known = load_table_db_ids(tables) if tables is not None else None
+    # a bad --model fails before the gold queries run
+    context = load_model_context(model) if model is not None else None
     db_root = db_root.resolve()
     source_name = data_source or fmt
     gold_key = GOLD_KEY[fmt]
@@ -229,6 +311,8 @@ def prepare(
     if val_fraction > 0 and val_output is not None:
         write_parquet(val_output, val_rows)
         report.written[val_output] = len(val_rows)
+    if context is not None and model is not None:
+        report.prompt_fit = prompt_fit(rows, *context, model)
     return report
 
 

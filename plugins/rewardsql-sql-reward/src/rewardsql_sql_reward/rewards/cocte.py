@@ -7,7 +7,6 @@ execution-augmented text the PRM is trained and run on (spec/cocte.md, "Intermed
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -167,12 +166,17 @@ def step_annotations_batch(
     plans = []
     todo: dict[tuple[str, str, int], tuple[DatabaseRef, str]] = {}
     for response, db_id in items:
+        refused = None
         if not isinstance(verifier, SQLVerifier):
-            with contextlib.suppress(LookupError):  # else the verifier reports it
+            try:
                 db_id = resolve_db_path(root, db_id)
+            except LookupError as exc:
+                # The shared verifier has no root of its own: handed the id, it would only say
+                # "no db_root given". Why the root refused the id is the answer; nothing runs.
+                refused = f"{_FAILED}{exc}"
         steps = _raw_steps(clean_response(response))
         queries = step_queries(steps, limit)
-        path, _ = resolve._path(db_id)
+        path, _ = resolve._path(db_id) if refused is None else ("", None)
         keys = []
         for _k, sql in enumerate(queries):
             if sql is None:
@@ -184,17 +188,18 @@ def step_annotations_batch(
                 sql = sql[:cut] if cut != -1 else sql
             key = (path or f"?{db_id}", sql, max_chars)
             keys.append(key)
-            if _CACHE.get(key) is None:
+            if refused is None and _CACHE.get(key) is None:
                 todo[key] = (db_id, sql)
-        plans.append((steps, keys))
+        plans.append((steps, keys, refused))
     results = resolve.execute_many(list(todo.values()), timeout=timeout)
     fresh: dict[tuple[str, str, int], str] = {}
     for key, result in zip(todo, results, strict=True):
         fresh[key] = summarize(result, max_chars)
         if result.status in ("ok", "error") and not key[0].startswith("?"):
             _CACHE.put(key, fresh[key])
-    return [(steps, [None if k is None else fresh.get(k) or _CACHE.get(k) or "" for k in keys])
-            for steps, keys in plans]
+    return [(steps, [None if k is None else refused or fresh.get(k) or _CACHE.get(k) or ""
+                     for k in keys])
+            for steps, keys, refused in plans]
 
 
 def annotation_failed(note: str | None) -> bool:

@@ -95,7 +95,8 @@ def resolve_db_path(db_root: DbRoot, db_id: DatabaseRef) -> Path:
     if isinstance(db_id, os.PathLike):
         return Path(db_id)
     if db_root is None:
-        raise DatabaseLookupError(f"no db_root given to find database {db_id!r}")
+        raise DatabaseLookupError(f"no db_root given to find database {db_id!r}: give the "
+                                  "verifier a db_root, or the database's path")
     if isinstance(db_root, Mapping):
         if not isinstance(db_id, str) or db_id not in db_root:
             raise DatabaseLookupError(f"database {db_id!r} is not in the db_root mapping")

@@ -23,9 +23,12 @@ from rewardsql.training.prm.scorer import (
     PRMScorer,
     StepScorer,
     aggregate,
+    models_loaded,
     open_scorer,
 )
+from rewardsql.training.prm.served import DEFAULT_RETRIES, DEFAULT_TIMEOUT, PRMServerError
 
-__all__ = ["AGGREGATIONS", "DEFAULT_CANDIDATES", "DEFAULT_TAG", "PRM_CONFIG_FILE", "SCORING",
-           "Encoded", "PRMScorer", "StepScorer", "TagTokens", "aggregate", "encode",
+__all__ = ["AGGREGATIONS", "DEFAULT_CANDIDATES", "DEFAULT_RETRIES", "DEFAULT_TAG",
+           "DEFAULT_TIMEOUT", "PRM_CONFIG_FILE", "SCORING", "Encoded", "PRMScorer",
+           "PRMServerError", "StepScorer", "TagTokens", "aggregate", "encode", "models_loaded",
            "open_scorer", "split_tagged", "tag_tokens"]

@@ -201,6 +201,11 @@ def _score_shared(model: Any, parts: Any, encoded: Sequence[Encoded], members: S
 MODELS_LOADED = 0
 
 
+def models_loaded() -> int:
+    """PRM models this process has loaded in process (:data:`MODELS_LOADED`)."""
+    return MODELS_LOADED
+
+
 def load_prm_tokenizer(prm_dir: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """The tokenizer and ``prm_config.json`` settings of the PRM in ``prm_dir`` (no weights)."""
     from transformers import AutoTokenizer
@@ -328,5 +333,5 @@ def open_scorer(prm: str | os.PathLike[str], *, url: str | None = None, scoring:
 
 
 __all__ = ["AGGREGATIONS", "PRM_CONFIG_FILE", "SCORING", "PRMScorer", "StepScorer", "aggregate",
-           "candidate_logits", "load_prm_tokenizer", "open_scorer", "read_prm_config",
-           "step_probabilities"]
+           "candidate_logits", "load_prm_tokenizer", "models_loaded", "open_scorer",
+           "read_prm_config", "step_probabilities"]

@@ -28,8 +28,9 @@ from rewardsql import RewardManager, RewardRequest, RewardResult
 from rewardsql.errors import ConfigError
 from rewardsql.schema import setting, to_dict
 from rewardsql.section import MANAGER_SETTINGS_KEY
-from rewardsql.training.prm.scorer import SCORING  # names only: torch loads on use
-from rewardsql.training.prm.served import DEFAULT_RETRIES, DEFAULT_TIMEOUT
+
+# names only: torch loads when a PRM is loaded
+from rewardsql.training.prm import DEFAULT_RETRIES, DEFAULT_TIMEOUT, SCORING, models_loaded
 
 from rewardsql_sql_reward.rewards.annotate import Annotation, PRMInput, build_prm_inputs
 from rewardsql_sql_reward.rewards.reward_fn import database_path
@@ -96,12 +97,6 @@ class SQLPRMSettings:
         if self.process_weight > 0 and not self.prm_path:
             raise ConfigError("the process weight is > 0 and no PRM is named: set "
                               f"{MANAGER_SETTINGS_KEY}.prm_path", key="prm_path")
-
-
-def _models_loaded() -> int:
-    from rewardsql.training.prm import scorer
-
-    return scorer.MODELS_LOADED
 
 
 def step_end_tokens(tokenizer: Any, token_ids: Sequence[int], steps: Sequence[str]
@@ -275,7 +270,7 @@ class SQLPRMManager(RewardManager):
         extra: dict[str, Any] = {k: v for k, v in outcome.extra.items() if k != "status"}
         extra.update({"prm_step_score": mean, "prm_steps": len(scores),
                       "prm_reward_tokens": covered, "prm_seconds": seconds,
-                      "prm_models_loaded": _models_loaded() if self.scorer else 0})
+                      "prm_models_loaded": models_loaded() if self.scorer else 0})
         extra.update({f"prm_status_{name}": int(status == name) for name in PRM_STATUSES})
         return RewardResult(score=s.outcome_weight * correct + s.process_weight * mean,
                             token_rewards=tokens, extra=extra)

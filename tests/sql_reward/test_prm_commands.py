@@ -145,6 +145,47 @@ def test_rerank_a_candidates_file(tiny, tmp_path):
         assert json.loads(scored.stdout)["accuracy"] == summary["accuracy"]["majority_vote"]
 
 
+def test_rerank_scores_its_own_output_and_the_questions_a_file_covers(tiny, tmp_path):
+    example, _, prm = tiny
+    questions = json.loads(example.dev_json.read_text())[:3]
+    (tmp_path / "questions.json").write_text(json.dumps(questions))
+    # candidates for 2 of the 3 questions
+    (tmp_path / "cands.jsonl").write_text("".join(json.dumps(
+        {"question_id": q["question_id"], "candidates": [q["query"], "SELECT 1"]}) + "\n"
+        for q in questions[:2]))
+
+    def rerank(candidates, out):
+        return run_cli("rerank", "--prm", str(prm), "--questions",
+                       str(tmp_path / "questions.json"), "--db-root", str(example.db_root),
+                       "--output-dir", str(out), "--candidates", str(candidates),
+                       "--sample-values", "0")
+
+    first = rerank(tmp_path / "cands.jsonl", tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    assert "2 questions (the candidates cover 2 of 3), N = 2" in first.stdout
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert (summary["questions"], summary["questions_asked"]) == (2, 3)
+    for files in summary["files"].values():  # predictions for exactly the covered questions
+        assert len(Path(files["spider"]).read_text().splitlines()) == 2
+        assert len(json.loads(Path(files["bird"]).read_text())) == 2
+    # rerank's own output (candidates as objects with "sql") is a candidates file
+    again = rerank(tmp_path / "first" / "questions.jsonl", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    before = read_jsonl(tmp_path / "first" / "questions.jsonl")
+    after = read_jsonl(tmp_path / "again" / "questions.jsonl")
+    assert [r["question_id"] for r in after] == [r["question_id"] for r in before]
+    for b, a in zip(before, after, strict=True):
+        assert [c["sql"] for c in a["candidates"]] == [c["sql"] for c in b["candidates"]]
+        assert [c["step_scores"] for c in a["candidates"]] == pytest.approx(
+            [c["step_scores"] for c in b["candidates"]])
+        assert a["picks"] == b["picks"] and a["greedy"]["sql"] == b["greedy"]["sql"]
+    # a file that covers none of the questions is a one-line error
+    (tmp_path / "none.jsonl").write_text(json.dumps({"question_id": -5, "candidates": ["x"]}))
+    none = rerank(tmp_path / "none.jsonl", tmp_path / "none")
+    assert none.returncode == 2
+    assert none.stderr.strip() == "error: --candidates: covers none of the 3 questions"
+
+
 def test_rerank_needs_one_source_of_candidates(tiny, tmp_path):
     example, _, prm = tiny
     result = _rerank(example, prm, tmp_path / "x")

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from rewardsql.errors import ConfigError, RewardSQLError
+from rewardsql.section import MANAGER_SETTINGS_KEY
 
 #: Options ``rm serve`` sets itself; the same options after ``--`` are dropped (ours win).
 OWN_OPTIONS = ("--model", "--served-model-name", "--host", "--port", "--max-model-len")
@@ -150,7 +151,7 @@ def serve(
             known |= _descendants(process)
             time.sleep(1.0)
         typer.echo(f"PRM server ready at {url} (serving {prm})\n"
-                   f"  sql_prm: rewardsql.reward_manager.prm_url={url}\n"
+                   f"  sql_prm: {MANAGER_SETTINGS_KEY}.prm_url={url}\n"
                    f"  rerank:  --prm {prm} --prm-url {url}", err=True)
         while process.poll() is None:
             known |= _descendants(process)

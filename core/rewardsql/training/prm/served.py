@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -173,6 +174,7 @@ class ServedPRMScorer(StepScorer):
             self.max_length = min(self.max_length or limit, limit)
         #: requests sent, retried; prompt tokens sent (vLLM's usage counts)
         self.requests = self.retried = self.prompt_tokens = 0
+        self._counting = threading.Lock()  # requests run in a thread pool
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
         """P("+") at every tag of every input: one request per prompt (chunked), in parallel."""
@@ -203,6 +205,12 @@ class ServedPRMScorer(StepScorer):
                 out[i][k] = score
         return out
 
+    def _count(self, requests: int = 0, retried: int = 0, prompt_tokens: int = 0) -> None:
+        with self._counting:
+            self.requests += requests
+            self.retried += retried
+            self.prompt_tokens += prompt_tokens
+
     def _score_items(self, query: list[int], items: list[list[int]]) -> list[float]:
         body = {"model": self.model_name, "query": query, "items": items,
                 "label_token_ids": [self.tokens.good_id, self.tokens.bad_id],
@@ -210,10 +218,10 @@ class ServedPRMScorer(StepScorer):
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                self.retried += 1
+                self._count(retried=1)
                 time.sleep(min(2.0 ** attempt, 10.0))
             try:
-                self.requests += 1
+                self._count(requests=1)
                 answer = _request(f"{self.url}{SCORING_PATH}", body, self.timeout)
             except urllib.error.HTTPError as exc:
                 last = _reason(exc)
@@ -227,7 +235,7 @@ class ServedPRMScorer(StepScorer):
             if len(data) != len(items):
                 last = f"{len(data)} scores for {len(items)} items"
                 continue
-            self.prompt_tokens += int((answer.get("usage") or {}).get("prompt_tokens", 0))
+            self._count(prompt_tokens=int((answer.get("usage") or {}).get("prompt_tokens", 0)))
             return [float(d["score"]) for d in data]
         raise PRMServerError(f"the PRM server at {self.url} failed to score {len(items)} steps "
                              f"({attempt + 1} tries, timeout "

@@ -142,6 +142,16 @@ def test_what_is_not_a_checkpoint_is_one_line(run: Path, model: Path, tmp_path: 
     assert "model_world_size_2_rank_1.pt" in line and "1 of 2 model shards missing" in line
 
 
+def test_a_checkpoint_given_as_a_policy_says_how_to_export_it(saved_run: Path) -> None:
+    from rewardsql.errors import ConfigError
+    from rewardsql_sql_reward.prm.policy import Policy
+
+    for path in (saved_run, saved_run / "global_step_1", saved_run / "global_step_1" / "actor"):
+        with pytest.raises(ConfigError) as err:
+            Policy(path, device="cpu")
+        assert f"`rewardsql export --checkpoint {path}`" in str(err.value)
+
+
 def test_another_directory_is_never_overwritten(run: Path, model: Path) -> None:
     before = sorted(p.name for p in model.iterdir())
     line = _one_line_error(export("--checkpoint", str(run), "--output", str(model)))

@@ -1,8 +1,9 @@
 """``rewardsql export`` and the export at the end of ``rewardsql train --engine verl``: a verl FSDP
 checkpoint merged by verl's own model merger into a Hugging Face directory.
 
-The checkpoint is real: 2 gloo ranks shard the tiny model with FSDP2, take one AdamW step and
-save with verl's ``FSDPCheckpointManager`` (fsdp_checkpoint.py, ~10 s, once per module). The
+The checkpoints are real: 2 gloo ranks shard the tiny model (once plain, once with a LoRA
+adapter) with FSDP2, take one AdamW step and save with verl's ``FSDPCheckpointManager``
+(fsdp_checkpoint.py, ~10 s each, once per module). The
 export is loaded by transformers, compared with the trained weights, generates, and is taken by
 the SQL plugin's ``Policy`` (what ``rerank --policy`` and ``rm label --policy`` load). The same
 export after a real verl run is tested in tests/verl_cpu/test_train_on_cpu.py.
@@ -43,6 +44,16 @@ def saved_run(tmp_path_factory: pytest.TempPathFactory, model: Path) -> Path:
     run = tmp_path_factory.mktemp("export") / "run"
     result = subprocess.run([sys.executable, str(HERE / "fsdp_checkpoint.py"), str(model),
                              str(run)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def saved_lora_run(tmp_path_factory: pytest.TempPathFactory, model: Path) -> Path:
+    """The same with a LoRA actor (peft's adapter, as verl wraps it for lora_rank)."""
+    run = tmp_path_factory.mktemp("export-lora") / "run"
+    result = subprocess.run([sys.executable, str(HERE / "fsdp_checkpoint.py"), str(model),
+                             str(run), "--lora"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 
@@ -114,6 +125,28 @@ def test_a_checkpoint_exports_to_a_model_that_generates(saved_run: Path, model: 
     assert text.startswith("<|im_start|>")  # the chat template came too
     answers = policy.generate(text, 2, seed=0)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_a_lora_actor_exports_with_its_adapter_folded_in(saved_lora_run: Path, model: Path,
+                                                         tmp_path: Path) -> None:
+    """verl's merger writes the base weights and lora_adapter/ apart, a directory that would
+    load as the untrained model; the export is the trained policy."""
+    result = export("--checkpoint", str(saved_lora_run), "--output", str(tmp_path / "policy"))
+    assert result.exit_code == 0, result.output
+    trained = torch.load(saved_lora_run / "trained.pt")  # W + B @ A x alpha / r, in float32
+    exported = _weights(tmp_path / "policy")
+    initial = _weights(model)
+    assert set(exported) == set(trained)
+    folded = [n for n in trained if "q_proj.weight" in n or "v_proj.weight" in n]
+    assert folded
+    for name in folded:
+        # bfloat16 rounding apart (the merger rounds the base weights before the fold) ...
+        assert torch.allclose(exported[name].float(), trained[name], atol=2e-3), name
+        # ... the adapter's change is there: far more than that from the untrained weights
+        assert (exported[name].float() - initial[name]).abs().max() > 2e-2, name
+    assert (tmp_path / "policy" / "lora_adapter" / "adapter_config.json").is_file()
+    record = json.loads((tmp_path / "policy" / EXPORT_RECORD).read_text())
+    assert record["lora"].startswith("folded into the weights")
 
 
 def test_the_newest_checkpoint_goes_to_hf_model_and_replaces_an_earlier_export(

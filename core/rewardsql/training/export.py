@@ -4,8 +4,9 @@ verl saves the actor as FSDP shards, ``OUT/global_step_N/actor/model_world_size_
 beside ``fsdp_config.json`` (W) and ``huggingface/`` (the model's config and tokenizer); its
 tracker file ``OUT/latest_checkpointed_iteration.txt`` names the newest step. verl's model merger
 (:mod:`verl.model_merger`, the library behind ``python -m verl.model_merger merge --backend
-fsdp``) joins the shards into one Hugging Face directory, in bfloat16. ``rewardsql train`` exports
-the last checkpoint to ``OUT/hf_model`` when it ends; ``rewardsql export`` exports any checkpoint.
+fsdp``) joins the shards into one Hugging Face directory, in bfloat16 (a LoRA actor's adapter is
+then folded into the weights). ``rewardsql train`` exports the last checkpoint to
+``OUT/hf_model`` when it ends; ``rewardsql export`` exports any checkpoint.
 
 The directory is written beside its final name and renamed into place, so it is either the whole
 model or absent; it carries ``rewardsql_export.json`` (which checkpoint it is), by which a later
@@ -32,6 +33,8 @@ HF_MODEL = "hf_model"
 EXPORT_RECORD = "rewardsql_export.json"
 #: verl's tracker of the newest checkpoint, in ``trainer.default_local_dir``.
 TRACKER = "latest_checkpointed_iteration.txt"
+#: Where verl's merger puts a LoRA actor's adapter, beside the base weights.
+LORA_ADAPTER = "lora_adapter"
 _STEP_DIR = re.compile(r"global_step_(\d+)")
 
 
@@ -167,9 +170,14 @@ def export_checkpoint(checkpoint: Checkpoint, output: Path) -> Path:
     try:
         with atomic_directory(output) as tmp:
             _merge(checkpoint.actor_dir, tmp)
+            lora = (tmp / LORA_ADAPTER).is_dir()
+            if lora:
+                _fold_lora(tmp)
             atomic_write_json(tmp / EXPORT_RECORD, {
                 "checkpoint": str(checkpoint.actor_dir), "step": checkpoint.step,
-                "merged_by": "verl.model_merger (backend fsdp)"})
+                "merged_by": "verl.model_merger (backend fsdp)",
+                "lora": f"folded into the weights; the adapter alone in {LORA_ADAPTER}/"
+                        if lora else None})
     except ConfigError:
         raise
     except Exception as exc:  # the merger's own errors, of every kind: one line
@@ -193,6 +201,25 @@ def _merge(actor_dir: Path, target: Path) -> None:
             merger.merge_and_save()
         finally:
             merger.cleanup()
+
+
+def _fold_lora(target: Path) -> None:
+    """verl's merger writes a LoRA actor as its base weights plus ``lora_adapter/``, a directory
+    that transformers would load as the untrained base model: fold the adapter into the weights
+    (peft's ``merge_and_unload``, in float32, saved in bfloat16 as the merger saves), so the
+    directory is the trained policy. The adapter stays beside it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    settings = json.loads((target / LORA_ADAPTER / "adapter_config.json").read_text("utf-8"))
+    if not settings.get("lora_alpha"):
+        # the merger falls back to alpha 0, which folds into no change at all
+        raise ValueError("the checkpoint has no lora_train_meta.json, so the adapter's "
+                         "lora_alpha is unknown")
+    base = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, target / LORA_ADAPTER).merge_and_unload()
+    model.to(torch.bfloat16).save_pretrained(target)
 
 
 @contextlib.contextmanager

@@ -265,3 +265,7 @@ def test_the_end_of_a_verl_run_exports_its_last_checkpoint(run: Path, data: Path
     empty = build_plan(TrainOptions(output_dir=tmp_path / "none", config=SHIPPED_GRPO,
                                     data_path=data))
     assert export_final_model(empty) is None  # no checkpoint saved: nothing to export
+    # a run that saves none, in a folder with an earlier run's checkpoint: not this run's model
+    unsaved = build_plan(TrainOptions(output_dir=run, config=SHIPPED_GRPO, data_path=data,
+                                      overrides=["trainer.save_freq=-1"]))
+    assert export_final_model(unsaved) is None

@@ -88,13 +88,18 @@ def final_model(plan: TrainPlan) -> str:
 
 def export_final_model(plan: TrainPlan) -> tuple[Checkpoint, Path] | None:
     """After a verl run: its last checkpoint (verl's tracker file) merged into ``OUT/hf_model``;
-    the checkpoint and the directory, or None when the run saved no checkpoint.
+    the checkpoint and the directory, or None when the run saved no checkpoint (none in ``OUT``,
+    or ``trainer.save_freq`` <= 0: a checkpoint of an earlier run there is not this run's
+    model).
 
     Raises:
         LaunchError: the checkpoint cannot be exported (the run's training is kept: the message
             says how to export it again).
     """
     out = Path(str(_select(plan.config, "trainer.default_local_dir")))
+    save_freq = _select(plan.config, "trainer.save_freq")
+    if not isinstance(save_freq, int) or save_freq <= 0:
+        return None
     try:
         found = latest_checkpoint(out)
         if found is None:

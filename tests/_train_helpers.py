@@ -13,6 +13,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_GRPO = REPO / "examples" / "rewardsql" / "verl" / "grpo_trainer.yaml"
+SHIPPED_GRPO_PRM = REPO / "examples" / "rewardsql" / "verl" / "grpo_prm.yaml"
 SHIPPED_RM = REPO / "examples" / "rewardsql" / "rm_config.json"
 
 #: A config in the shape of the RewardSQL seed's grpo_trainer.yaml (written for an older verl

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 import yaml
 from _tiny_helpers import tiny_model
-from _train_helpers import SHIPPED_GRPO, build_spider_fixture, write_prepared_parquet
+from _train_helpers import (
+    SHIPPED_GRPO,
+    SHIPPED_GRPO_PRM,
+    build_spider_fixture,
+    write_prepared_parquet,
+)
 from rewardsql.cli import app
 from rewardsql.reward_placeholder import NAME as PLACEHOLDER
 from typer.testing import CliRunner
@@ -195,3 +200,57 @@ def test_a_prm_url_serving_another_model_is_one_line(prm: Path, data: Path, tmp_
     line = _one_line_error(_train(_config(tmp_path, other), data, tmp_path / "o",
                                   f"+rewardsql.reward_manager.prm_url={models_endpoint}"))
     assert f"the server at {models_endpoint} serves {prm}, not the PRM at {other}" in line
+
+
+# -- the shipped config for GRPO with the PRM (examples/rewardsql/verl/grpo_prm.yaml) ---------
+
+
+@pytest.fixture(scope="module")
+def trained_prm(prm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with the prm_config.json that `rm train` writes beside a PRM."""
+    copy = tmp_path_factory.mktemp("shipped-prm") / "prm_model"
+    shutil.copytree(prm, copy)
+    (copy / "prm_config.json").write_text(json.dumps(
+        {"step_tag": " и ", "candidate_tokens": ["+", "-"], "label_type": "hard",
+         "execution_results": True, "result_rows": 50, "result_chars": 500}))
+    return copy
+
+
+def _shipped(data: Path, out: Path, prm: Path, *args: str) -> Any:
+    return runner.invoke(app, ["train", "--config", str(SHIPPED_GRPO_PRM), "--data-path",
+                               str(data), "-o", str(out), "--dry-run",
+                               f"rewardsql.reward_manager.prm_path={prm}", *args])
+
+
+def test_the_shipped_prm_config_dry_runs_as_published(trained_prm: Path, data: Path,
+                                                      tmp_path: Path) -> None:
+    result = _shipped(data, tmp_path / "out", trained_prm)
+    assert result.exit_code == 0, result.output
+    assert not [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "estimator:      grpo_process_avg_unique (rewardsql-advantages" in result.output
+    assert "reward manager: sql_prm (rewardsql-sql-reward" in result.output
+    assert "the PRM is scored on verl's reward-model server for model_path" in result.output
+    config = yaml.safe_load((tmp_path / "out" / "resolved_config.yaml").read_text())
+    manager = config["rewardsql"]["reward_manager"]
+    assert manager["process_placement"] == "fill" and manager["outcome_placement"] is None
+    assert (manager["process_weight"], manager["outcome_weight"]) == (1.0, 1.0)
+    assert manager["prm_url"] is None and manager["prm_scoring"] == "auto"
+    assert manager["verifier"]["db_root"] is None  # each row's extra_info.db_root
+    model = config["reward"]["reward_model"]
+    assert model["enable"] is True and model["model_path"] == str(trained_prm)
+    assert model["rollout"]["load_format"] != "dummy"  # verl's server reads the PRM's weights
+    assert config["reward"]["custom_reward_function"]["name"] == PLACEHOLDER
+    assert config["trainer"]["use_v1"] is False and config["trainer"]["save_freq"] > 0
+
+
+def test_the_shipped_prm_config_on_your_prm_server(prm: Path, data: Path, tmp_path: Path,
+                                                   models_endpoint: str) -> None:
+    """prm_url, the documented switch: verl's own server idles (the shipped config sets none
+    of its sizes, so the launcher gives it the least memory)."""
+    result = _shipped(data, tmp_path / "out", prm,
+                      f"rewardsql.reward_manager.prm_url={models_endpoint}")
+    assert result.exit_code == 0, result.output
+    assert f"the PRM is scored on your server at {models_endpoint}" in result.output
+    config = yaml.safe_load((tmp_path / "out" / "resolved_config.yaml").read_text())
+    rollout = config["reward"]["reward_model"]["rollout"]
+    assert rollout["load_format"] == "dummy" and rollout["gpu_memory_utilization"] == 0.05

@@ -6,7 +6,9 @@ varies and saves a checkpoint; the second resumes from it and trains 2 more with
 and rewardsql's ``grpo_weighted`` estimator. A third trains 2 steps with process rewards
 (``sql_prm``, ``grpo_process_avg_unique``) on verl's colocated reward-model path. The figures
 come from verl's own metrics log (``trainer.logger=file``) and rollout dumps
-(``trainer.rollout_data_dir``).
+(``trainer.rollout_data_dir``). Each invocation ends by exporting its last checkpoint to
+``OUT/hf_model``; the first two runs' checkpoints are exported again and used to generate and
+rerank (no further training).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from _tiny_helpers import quick_example, tiny_model
 from rewardsql.demo.tiny import CONFIG_DIR
 from rewardsql.training.run_watchdog import RUN_MARKER, TIMEOUT_EXIT
@@ -134,6 +137,59 @@ def test_a_second_invocation_resumes_with_sql_verifier(runs: tuple[Run, Run]) ->
     assert "estimator:      grpo_weighted" in second.result.stdout
     for step in (3, 4):  # the untrained model's SQL never runs: every score is 0
         assert second.metrics[step]["critic/score/max"] == 0
+    # each invocation ends by merging its last checkpoint into OUT/hf_model (the second's
+    # replaces the first's)
+    for run, step in ((first, 2), (second, 4)):
+        assert (f"final model: {out / 'hf_model'} (a Hugging Face model directory, "
+                f"global_step_{step} merged by verl's model merger)") in run.result.stdout
+    assert json.loads((out / "hf_model" / "rewardsql_export.json").read_text())["step"] == 4
+
+
+def test_an_exported_checkpoint_generates_and_reranks(
+        runs: tuple[Run, Run], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """The run's own export (global_step_4, at its end) and ``rewardsql export`` of the named
+    checkpoint global_step_2: Hugging Face directories that transformers loads and generates
+    with, holding the weights each step trained, and that ``rerank --policy`` takes as they
+    are."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, second = runs
+    _ok(second)
+    out = Path(_output_dir(second))
+    step2 = tmp_path / "step2"
+    result = subprocess.run([sys.executable, "-m", "rewardsql", "export", "--checkpoint",
+                             str(out / "global_step_2"), "--output", str(step2)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"(global_step_2) to {step2}" in result.stdout
+    models = {name: AutoModelForCausalLM.from_pretrained(path) for name, path in (
+        ("initial", out.parent / "model"), ("step2", step2), ("step4", out / "hf_model"))}
+    weights = {name: m.state_dict() for name, m in models.items()}
+
+    def differ(a: str, b: str) -> bool:
+        return any(not torch.equal(weights[a][n].to(torch.bfloat16),
+                                   weights[b][n].to(torch.bfloat16)) for n in weights[a])
+
+    # the actor moved at every step, and each export holds its own step's weights
+    assert differ("initial", "step2") and differ("step2", "step4")
+    tokenizer = AutoTokenizer.from_pretrained(out / "hf_model")
+    ids = tokenizer("SELECT", return_tensors="pt")
+    for name in ("step2", "step4"):
+        tokens = models[name].generate(**ids, max_new_tokens=8, min_new_tokens=8,
+                                       do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert tokens.shape[1] == ids["input_ids"].shape[1] + 8
+    # best-of-1 with the exported policy (the tiny model stands in for the PRM)
+    example = quick_example(tmp_path_factory)
+    rerank = subprocess.run(
+        [sys.executable, "-m", "rewardsql", "rerank", "--prm", str(out.parent / "model"),
+         "--policy", str(out / "hf_model"), "--n", "1", "--limit", "2", "--max-new-tokens", "16",
+         "--questions", str(example.dev_json), "--db-root", str(example.db_root),
+         "--sample-values", str(example.sample_values), "--device", "cpu",
+         "--output-dir", str(tmp_path / "bon")], capture_output=True, text=True, timeout=300)
+    assert rerank.returncode == 0, rerank.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "bon" / "questions.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 2
 
 
 #: The process weight of the sql_prm run.
@@ -169,6 +225,9 @@ def test_process_rewards_reach_verl_dense(prm_run: tuple[Run, Path]) -> None:
     assert "verl's colocated reward-model path" in run.result.stdout
     assert "the PRM is scored on verl's reward-model server" in run.result.stdout
     assert sorted(run.metrics) == [1, 2]
+    # trainer.save_freq=-1: no checkpoint, so nothing to export, and the run says so
+    assert "final model:    none (trainer.save_freq=-1" in run.result.stdout
+    assert "warning: no checkpoint was saved" in run.result.stderr
     samples = [json.loads(line) for step in (1, 2)
                for line in (rollouts / f"{step}.jsonl").read_text().splitlines()]
     # the reward worker built no PRM model: the manager's own count, per response

@@ -58,6 +58,13 @@ def train(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything, write the config, start nothing.")
     ] = False,
+    export: Annotated[
+        bool, typer.Option("--export/--no-export",
+                           help="With --engine verl: when training ends, merge the last "
+                                "checkpoint into a Hugging Face model directory, OUT/hf_model "
+                                "(verl's model merger; `rewardsql export` does it for any "
+                                "checkpoint). The local engine always writes OUT/final_model.")
+    ] = True,
     cpu_math: CpuMath = "native",
     # The original RewardSQL's spellings, kept working but out of the help.
     output_dir_alias: Annotated[Path | None, typer.Option("--output_dir", hidden=True)] = None,
@@ -91,6 +98,7 @@ def train(
         engine=engine,
         overrides=list(overrides or []),
         device=device,
+        export=export,
     )
     if device not in (None, "cpu", "cuda"):
         raise ConfigError(f"expected cpu or cuda, got {device!r}", source="--device")
@@ -116,11 +124,22 @@ def train(
     try:
         if engine == "local":
             _set_up_torch(threads)
-            launch.run_local(plan)
-        else:
-            launch.run_verl(plan)
+            result = launch.run_local(plan)
+            typer.echo(f"final model: {result.final_model_dir} (a Hugging Face model directory)")
+            return
+        launch.run_verl(plan)
     except OSError as exc:  # a model or file the engine could not load
         raise LaunchError(f"{type(exc).__name__}: {exc}") from None
+    if not launch.exports_final_model(plan.config, plan.options):
+        return
+    exported = launch.export_final_model(plan)
+    if exported is None:
+        typer.echo(f"warning: no checkpoint was saved (trainer.save_freq="
+                   f"{plan.config.trainer.save_freq}), so no model was exported", err=True)
+    else:
+        checkpoint, path = exported
+        typer.echo(f"final model: {path} (a Hugging Face model directory, {checkpoint.describe()} "
+                   "merged by verl's model merger)")
 
 
 def _set_up_torch(threads: int) -> None:

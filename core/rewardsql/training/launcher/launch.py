@@ -7,13 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rewardsql.errors import LaunchError
+from rewardsql.errors import LaunchError, RewardSQLError
 from rewardsql.io import atomic_write_text
 from rewardsql.section import OUTCOME_WEIGHT_KEY, PROCESS_WEIGHT_KEY
-from rewardsql.training.launcher.plan import TrainPlan, _select, validate_with_verl
+from rewardsql.training.export import HF_MODEL, Checkpoint, export_checkpoint, latest_checkpoint
+from rewardsql.training.launcher.plan import (
+    TrainPlan,
+    _select,
+    exports_final_model,
+    validate_with_verl,
+)
 from rewardsql.training.launcher.ray_failures import reported_ray_failures
 
 RESOLVED_CONFIG = "resolved_config.yaml"
+#: The local engine's trained policy, a Hugging Face directory (rewardsql.training.local.local).
+LOCAL_FINAL_MODEL = "final_model"
 
 
 def summary(plan: TrainPlan) -> str:
@@ -54,11 +62,52 @@ def summary(plan: TrainPlan) -> str:
         and plan.options.device != "cpu"
         else f"device:         {_select(c, 'trainer.device')}",
         f"output:         {_select(c, 'trainer.default_local_dir')}",
+        f"final model:    {final_model(plan)}",
         f"engine:         {plan.options.engine}",
     ]
     if plan.env_vars:
         lines.append("ray env:        " + " ".join(f"{k}={v}" for k, v in plan.env_vars.items()))
     return "\n".join(lines)
+
+
+def final_model(plan: TrainPlan) -> str:
+    """Where the trained policy ends up as a Hugging Face directory, for the summary."""
+    out = Path(str(_select(plan.config, "trainer.default_local_dir")))
+    if plan.options.engine == "local":
+        return f"{out / LOCAL_FINAL_MODEL} (the local engine saves it when training ends)"
+    save_freq = _select(plan.config, "trainer.save_freq")
+    if not isinstance(save_freq, int) or save_freq <= 0:
+        return f"none (trainer.save_freq={save_freq}: verl saves no checkpoint)"
+    if exports_final_model(plan.config, plan.options):
+        return (f"{out / HF_MODEL} (the last checkpoint, merged by verl's model merger when "
+                "training ends)")
+    why = ("--no-export" if not plan.options.export
+           else f"strategy {_select(plan.config, 'actor_rollout_ref.actor.strategy')}")
+    return f"not exported ({why}); `rewardsql export --checkpoint {out}` makes {out / HF_MODEL}"
+
+
+def export_final_model(plan: TrainPlan) -> tuple[Checkpoint, Path] | None:
+    """After a verl run: its last checkpoint (verl's tracker file) merged into ``OUT/hf_model``;
+    the checkpoint and the directory, or None when the run saved no checkpoint (none in ``OUT``,
+    or ``trainer.save_freq`` <= 0: a checkpoint of an earlier run there is not this run's
+    model).
+
+    Raises:
+        LaunchError: the checkpoint cannot be exported (the run's training is kept: the message
+            says how to export it again).
+    """
+    out = Path(str(_select(plan.config, "trainer.default_local_dir")))
+    save_freq = _select(plan.config, "trainer.save_freq")
+    if not isinstance(save_freq, int) or save_freq <= 0:
+        return None
+    try:
+        found = latest_checkpoint(out)
+        if found is None:
+            return None
+        return found, export_checkpoint(found, out / HF_MODEL)
+    except RewardSQLError as exc:  # a config error here is the run's own output: run time
+        raise LaunchError(f"training finished, and its last checkpoint was not exported: {exc} "
+                          f"(retry with `rewardsql export --checkpoint {out}`)") from None
 
 
 def resolved_yaml(plan: TrainPlan) -> str:

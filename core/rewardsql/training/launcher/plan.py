@@ -48,6 +48,8 @@ class TrainOptions:
     overrides: Sequence[str] = ()
     #: trainer.device; "cpu" with engine verl runs verl on the CPU (training/verl_cpu.py)
     device: str | None = None
+    #: with engine verl: export the last checkpoint to OUT/hf_model when training ends
+    export: bool = True
 
 
 @dataclass
@@ -171,6 +173,7 @@ def build_plan(options: TrainOptions) -> TrainPlan:
     if verl_cpu:  # after the overrides: only what is still unset
         notes += [f"--device cpu: {note}" for note in fill_cpu_micro_batches(config)]
     _check_complete(config, options.engine)
+    _check_export(config, options, warnings)
     plan = TrainPlan(config, options, chosen, manager, reward_function, core_algos, env_vars,
                      notes=notes, warnings=warnings)
     model = str(_select(config, "actor_rollout_ref.model.path"))
@@ -505,6 +508,43 @@ def _check_complete(config: Any, engine: str) -> None:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"cannot resolve: {getattr(exc, 'msg', exc)}", key=key) from None
+
+
+#: The actor strategies whose checkpoints rewardsql exports (verl's FSDP model merger).
+FSDP_STRATEGIES = ("fsdp", "fsdp2")
+
+
+def exports_final_model(config: Any, options: TrainOptions) -> bool:
+    """Whether the run ends by exporting its last checkpoint to ``OUT/hf_model``: verl's engine
+    (the local engine writes ``OUT/final_model`` itself), an FSDP actor, and no ``--no-export``."""
+    return (options.engine == "verl" and options.export
+            and _select(config, "actor_rollout_ref.actor.strategy") in FSDP_STRATEGIES)
+
+
+def _check_export(config: Any, options: TrainOptions, warnings: list[str]) -> None:
+    """What the export at the end of a verl run needs, checked before it trains: an FSDP actor,
+    checkpoints (a warning each when missing: the run still trains) and an ``OUT/hf_model`` that
+    is free or an earlier export (a ConfigError: nothing is overwritten after hours of
+    training)."""
+    if options.engine != "verl" or not options.export:
+        return
+    strategy = _select(config, "actor_rollout_ref.actor.strategy")
+    if strategy not in FSDP_STRATEGIES:
+        warnings.append(
+            f"actor_rollout_ref.actor.strategy={strategy}: the trained model is not exported "
+            "(rewardsql exports FSDP checkpoints); merge a checkpoint with `python -m "
+            "verl.model_merger merge --backend megatron ...`, or pass --no-export")
+        return
+    from rewardsql.training.export import HF_MODEL, check_output
+
+    target = Path(str(_select(config, "trainer.default_local_dir"))) / HF_MODEL
+    save_freq = _select(config, "trainer.save_freq")
+    if not isinstance(save_freq, int) or save_freq <= 0:
+        warnings.append(
+            f"trainer.save_freq={save_freq}: verl saves no checkpoint, so the trained model is "
+            f"lost and nothing is exported to {target} (set trainer.save_freq > 0: verl then "
+            "saves the last step too), or pass --no-export")
+    check_output(target, "move it away, or pass --no-export")
 
 
 def check_data_files(config: Any) -> dict[str, list[resolve.DataFile]]:

@@ -79,6 +79,16 @@ def stable_seed(*parts: Any) -> int:
     return zlib.crc32(repr(parts).encode("utf-8"))
 
 
+def _verl_checkpoint_hint(path: Path) -> str:
+    """What to do when ``path`` is one of verl's checkpoints (a run's output directory,
+    ``global_step_N`` or its ``actor/``): its FSDP shards are not a model directory."""
+    if any((path / name).is_file() for name in (
+            "latest_checkpointed_iteration.txt", "fsdp_config.json", "actor/fsdp_config.json")):
+        return (f"; it is a verl checkpoint: `rewardsql export --checkpoint {path}` makes one "
+                "(`rewardsql train` writes OUT/hf_model when it ends)")
+    return ""
+
+
 class Policy:
     """A Hugging Face causal LM that samples SQL responses (transformers, CPU or GPU).
 
@@ -93,8 +103,8 @@ class Policy:
 
         path = Path(model_dir)
         if not (path / "config.json").is_file():
-            raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)",
-                              source="--policy")
+            raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)"
+                              + _verl_checkpoint_hint(path), source="--policy")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(path)

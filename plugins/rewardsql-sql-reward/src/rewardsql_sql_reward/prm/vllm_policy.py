@@ -70,6 +70,16 @@ def engine(path: Path, options: dict[str, Any]) -> Any:
     return _ENGINES[key]
 
 
+def close_engines() -> None:
+    """Stop every engine this process started (its processes end, its memory is freed); a
+    later :class:`VLLMPolicy` starts a new one."""
+    while _ENGINES:
+        _, llm = _ENGINES.popitem()
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
+
 class VLLMPolicy:
     """A Hugging Face causal LM sampled by vLLM's offline engine (the
     :class:`~rewardsql_sql_reward.prm.policy.Sampler` interface of ``Policy``).
@@ -148,4 +158,4 @@ class VLLMPolicy:
         return values["vllm:prefix_cache_queries"], values["vllm:prefix_cache_hits"]
 
 
-__all__ = ["VLLMPolicy", "check_engine_options", "engine"]
+__all__ = ["VLLMPolicy", "check_engine_options", "close_engines", "engine"]

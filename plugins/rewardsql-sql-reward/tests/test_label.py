@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from rewardsql.errors import ConfigError
 from rewardsql_sql_reward import STEP_TAG, SQLVerifier, extract_sql
 from rewardsql_sql_reward.prm.label import PrefixValues, label_response
 from rewardsql_sql_reward.rewards.annotate import Annotation, build_prm_inputs
@@ -208,3 +209,30 @@ def test_run_label_samples_each_round_in_one_call(search, db_root, verifier, jud
             assert line["labels"] == expected.labels
             assert line["soft_labels"] == pytest.approx(expected.soft)
             assert line["counts"] == expected.counts
+
+
+def test_a_file_written_before_top_p_and_sampler_were_recorded_resumes(db_root, tmp_path):
+    from rewardsql_sql_reward.prm.label import LabelSettings, run_label
+    from rewardsql_sql_reward.prm.policy import Question
+
+    questions = [Question(i, i, "concert", [{"role": "user", "content": f"Q{i}:"}], GOLD)
+                 for i in range(2)]
+    settings = LabelSettings(n=len(CASES), m=2)
+    whole = tmp_path / "whole.jsonl"
+    run_label(StandIn(["Q0:", "Q1:"]), questions, db_root, whole, settings, progress=False)
+    lines = whole.read_text().splitlines(keepends=True)
+    old = []
+    for line in lines[:5]:  # as an earlier release wrote them
+        row = json.loads(line)
+        del row["settings"]["top_p"], row["settings"]["sampler"]
+        old.append(json.dumps(row, ensure_ascii=False) + "\n")
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text("".join(old))
+    report = run_label(StandIn(["Q0:", "Q1:"]), questions, db_root, earlier, settings,
+                       progress=False)
+    assert (report.kept, report.written) == (5, len(lines) - 5)
+    assert earlier.read_text() == "".join(old + lines[5:])
+    # another sampler's file is refused
+    with pytest.raises(ConfigError, match="made with another settings"):
+        run_label(StandIn(["Q0:", "Q1:"]), questions, db_root, earlier,
+                  LabelSettings(n=len(CASES), m=2, sampler="vllm"), progress=False)

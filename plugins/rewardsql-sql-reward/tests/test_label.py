@@ -157,7 +157,7 @@ class StandIn:
     def generate_many(self, requests):
         self.calls.append(list(requests))
         out = []
-        for text, n, _seed, _greedy in requests:
+        for text, n, *_ in requests:
             prompt = next(p for p in self.answers if text.startswith(p))
             head = text[len(prompt):]
             if not head:

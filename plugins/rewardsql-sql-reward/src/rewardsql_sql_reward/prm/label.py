@@ -201,6 +201,8 @@ class LabelReport:
     negative: int = 0
     rollouts: int = 0
     measured_steps: int = 0
+    questions_kept: int = 0  # every answer in the file already: not sampled again
+    questions_now: int = 0
 
     def count(self, line: dict[str, Any]) -> None:
         self.positive += line["labels"].count("+")
@@ -209,7 +211,9 @@ class LabelReport:
     def lines(self) -> list[str]:
         total = self.positive + self.negative
         share = f"{self.positive / total:.1%}" if total else "-"
-        return [f"responses: {self.kept + self.written} ({self.kept} from an earlier run, "
+        return [f"questions: {self.questions_kept + self.questions_now} ("
+                f"{self.questions_kept} finished in an earlier run, {self.questions_now} now)",
+                f"responses: {self.kept + self.written} ({self.kept} from an earlier run, "
                 f"{self.written} now)",
                 f"step labels: {total} ({self.positive} \"+\", {self.negative} \"-\"; {share} "
                 "positive)",
@@ -257,8 +261,10 @@ class _Question:
     inputs and outcomes, one search per response, and the values of the prefixes sampled so
     far (shared by its responses: a prefix is sampled once)."""
 
-    def __init__(self, question: Any, prompt: str, base: int, todo: list[int]) -> None:
-        self.question, self.prompt, self.base, self.todo = question, prompt, base, todo
+    def __init__(self, position: int, question: Any, prompt: str, base: int,
+                 todo: list[int]) -> None:
+        self.position, self.question, self.prompt = position, question, prompt
+        self.base, self.todo = base, todo
         self.responses: list[str] | None = None
         self.inputs: list[Any] = []
         self.outcomes: list[bool] = []
@@ -321,7 +327,7 @@ def run_label(policy: Any, questions: Sequence[Any], db_root: Path, output: Path
                             settings.result_chars)
     output.parent.mkdir(parents=True, exist_ok=True)
     verdicts: dict[tuple[str, str, str], bool] = {}  # executions cached across the run
-    waiting = list(reversed(questions))  # popped from the end: in question order
+    waiting = list(reversed(list(enumerate(questions))))  # popped from the end: in order
     active: list[_Question] = []
     with SQLVerifier(db_root, mode=settings.mode) as verifier, \
             open(output, "a", encoding="utf-8") as out, \
@@ -359,14 +365,16 @@ def run_label(policy: Any, questions: Sequence[Any], db_root: Path, output: Path
 
         while waiting or active:
             while waiting and len(active) < in_flight:
-                q = waiting.pop()
+                position, q = waiting.pop()
                 todo = [j for j in range(settings.n) if (str(q.question_id), j) not in done]
                 if not todo:
+                    report.questions_kept += 1
                     bar.update(1)
                     continue
+                report.questions_now += 1
                 # answers written before a kill are labelled again (not written): the prefixes
                 # they sample are reused by later answers, as in an uninterrupted run
-                active.append(_Question(q, policy.prompt_text(q.messages),
+                active.append(_Question(position, q, policy.prompt_text(q.messages),
                                         stable_seed(settings.seed, q.question_id), todo))
             if not active:
                 break
@@ -375,12 +383,14 @@ def run_label(policy: Any, questions: Sequence[Any], db_root: Path, output: Path
             owners: list[tuple[_Question, str | None, int]] = []
             for item in active:
                 if item.responses is None:
-                    requests.append(Request(item.prompt, settings.n, item.base))
+                    requests.append(Request(item.prompt, settings.n, item.base,
+                                            key=item.position))
                     owners.append((item, None, -1))
                     continue
                 for head, (j, prefix) in item.advance().items():
                     requests.append(Request(item.prompt + head, settings.m,
-                                            stable_seed(item.base, tuple(prefix))))
+                                            stable_seed(item.base, tuple(prefix)),
+                                            key=item.position))
                     owners.append((item, head, j))
             texts = policy.generate_many(requests) if requests else []
             completions: list[tuple[Any, str]] = []

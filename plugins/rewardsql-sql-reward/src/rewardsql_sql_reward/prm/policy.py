@@ -84,12 +84,14 @@ def stable_seed(*parts: Any) -> int:
 
 class Request(NamedTuple):
     """One generation: ``n`` continuations of ``text``, seeded by ``seed`` (sampled), or the
-    greedy one ``n`` times."""
+    greedy one ``n`` times. ``key`` says what it belongs to (a question): a sampler on several
+    workers sends one key's requests to one worker, whose prefix cache holds their prompt."""
 
     text: str
     n: int
     seed: int
     greedy: bool = False
+    key: Any = None
 
 
 class Sampler(Protocol):

@@ -227,10 +227,12 @@ def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path
                 # one call per chunk (greedy answers and samples together): vLLM schedules them
                 # at once and shares each prompt's cached KV among its N samples
                 prompts = [policy.prompt_text(q.messages) for q in chunk]
-                requests = [Request(p, 1, 0, greedy=True) for p in prompts]
+                requests = [Request(p, 1, 0, greedy=True, key=start + i)
+                            for i, p in enumerate(prompts)]
                 if settings.n > 1:
-                    requests += [Request(p, settings.n, stable_seed(settings.seed, q.question_id))
-                                 for p, q in zip(prompts, chunk, strict=True)]
+                    requests += [Request(p, settings.n, stable_seed(settings.seed, q.question_id),
+                                         key=start + i)
+                                 for i, (p, q) in enumerate(zip(prompts, chunk, strict=True))]
                 texts = policy.generate_many(requests)
                 greedy = [t[0] for t in texts[:len(chunk)]]
                 sampled = texts[len(chunk):] if settings.n > 1 else [[g] for g in greedy]

@@ -13,10 +13,13 @@ from rewardsql_sql_reward.commands.sampling import (
     GPUMemoryOption,
     InFlightOption,
     MaxModelLenOption,
+    RayAddressOption,
     SamplerOption,
     TensorParallelOption,
     TopPOption,
     VLLMOption,
+    WorkersOption,
+    close_policy,
     engine_options,
     open_policy,
 )
@@ -63,6 +66,8 @@ def label(
     max_model_len: MaxModelLenOption = None,
     dtype: DtypeOption = None,
     vllm_option: VLLMOption = None,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Label CoCTE steps "+"/"-" by execution: failing steps, verifier outcome, rollouts."""
     from dataclasses import replace
@@ -84,9 +89,13 @@ def label(
                              vllm_option)
     items = load_questions(questions, db_root, sample_values=sample_values)[:limit]
     model = open_policy(sampler, policy, device=device, temperature=temperature, top_p=top_p,
-                        max_new_tokens=max_new_tokens, options=options)
-    report = run_label(model, items, db_root, output, replace(settings, sampler=model.kind),
-                       in_flight=questions_in_flight)
+                        max_new_tokens=max_new_tokens, options=options, workers=workers,
+                        ray_address=ray_address)
+    try:
+        report = run_label(model, items, db_root, output, replace(settings, sampler=model.kind),
+                           in_flight=questions_in_flight)
+    finally:
+        close_policy(model)
     for line in report.lines():
         typer.echo(line)
     typer.echo(f"wrote {output}")

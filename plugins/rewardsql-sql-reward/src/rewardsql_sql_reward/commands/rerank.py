@@ -13,10 +13,13 @@ from rewardsql_sql_reward.commands.sampling import (
     GPUMemoryOption,
     InFlightOption,
     MaxModelLenOption,
+    RayAddressOption,
     SamplerOption,
     TensorParallelOption,
     TopPOption,
     VLLMOption,
+    WorkersOption,
+    close_policy,
     engine_options,
     open_policy,
 )
@@ -66,6 +69,8 @@ def rerank(
     max_model_len: MaxModelLenOption = None,
     dtype: DtypeOption = None,
     vllm_option: VLLMOption = None,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Best-of-N: score candidates' steps with the PRM and pick one SQL per question."""
     from rewardsql_sql_reward.prm.policy import load_questions
@@ -89,12 +94,16 @@ def rerank(
     settings = RerankSettings(n=n, temperature=temperature, max_new_tokens=max_new_tokens,
                               seed=seed, drop_failing=drop_failing, mode=mode, top_p=top_p)
     model = (open_policy(sampler, policy, device=device, temperature=temperature, top_p=top_p,
-                         max_new_tokens=max_new_tokens, options=options)
+                         max_new_tokens=max_new_tokens, options=options, workers=workers,
+                         ray_address=ray_address)
              if policy is not None else None)
-    summary = run_rerank(items, db_root, prm, output_dir, settings, policy=model,
-                         candidates=read_candidates(candidates) if candidates else None,
-                         device=device, batch_size=batch_size, prm_url=prm_url,
-                         in_flight=questions_in_flight)
+    try:
+        summary = run_rerank(items, db_root, prm, output_dir, settings, policy=model,
+                             candidates=read_candidates(candidates) if candidates else None,
+                             device=device, batch_size=batch_size, prm_url=prm_url,
+                             in_flight=questions_in_flight)
+    finally:
+        close_policy(model)
     for line in summary_table(summary):
         typer.echo(line)
     typer.echo(f"wrote {output_dir}/questions.jsonl, summary.json and pred_*.sql / "

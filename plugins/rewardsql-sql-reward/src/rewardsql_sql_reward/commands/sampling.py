@@ -27,6 +27,12 @@ MaxModelLenOption = Annotated[int | None, typer.Option(
     "--max-model-len", help="vLLM: longest prompt plus answer, in tokens.")]
 DtypeOption = Annotated[str | None, typer.Option(
     "--dtype", help="vLLM: auto, bfloat16, float16 or float32.")]
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", help="Sample on N workers (Ray actors, one engine each), questions split "
+                      "among them; default: in this process.")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", help="With --workers: the Ray cluster to run them on (auto, host:port); "
+                          "default: a Ray instance of this run's own, on this machine.")]
 VLLMOption = Annotated[list[str] | None, typer.Option(
     "--vllm-option", help="vLLM: any other engine option as KEY=VALUE (repeatable; VALUE as "
                           "JSON where it parses, e.g. enforce_eager=true).")]
@@ -69,10 +75,13 @@ def engine_options(tensor_parallel_size: int | None, gpu_memory_utilization: flo
 
 
 def open_policy(sampler: str, policy: Path, *, device: str, temperature: float, top_p: float,
-                max_new_tokens: int, options: dict[str, Any]) -> Sampler:
-    """The policy on the sampler ``--sampler`` picks, after one line that says which and why.
-    Engine options are an error with ``--sampler transformers`` and set aside (with a note)
-    where ``auto`` picks transformers: the same command then runs on a machine without a GPU."""
+                max_new_tokens: int, options: dict[str, Any], workers: int | None = None,
+                ray_address: str | None = None) -> Sampler:
+    """The policy on the sampler ``--sampler`` picks, after one line that says which and why;
+    on ``workers`` Ray actors (:class:`~rewardsql_sql_reward.prm.workers.ShardedSampler`, a
+    line per worker) when given. Engine options are an error with ``--sampler transformers``
+    and set aside (with a note) where ``auto`` picks transformers: the same command then runs on
+    a machine without a GPU. Close what it returns (:func:`close_policy`)."""
     from rewardsql_sql_reward.prm.policy import (
         VLLM_INSTALL,
         open_sampler,
@@ -82,6 +91,11 @@ def open_policy(sampler: str, policy: Path, *, device: str, temperature: float, 
 
     if not 0 < top_p <= 1:
         raise ConfigError(f"{top_p}: must be in (0, 1]", source="--top-p")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"{workers}: must be positive", source="--workers")
+    if ray_address is not None and workers is None:
+        raise ConfigError("needs --workers (how many workers to start there)",
+                          source="--ray-address")
     kind, why = resolve_sampler(sampler)
     if kind == "vllm" and not vllm_installed():  # before a word on stdout: one line in all
         raise MissingDependencyError(f"vLLM is not installed here: {VLLM_INSTALL}",
@@ -93,10 +107,26 @@ def open_policy(sampler: str, policy: Path, *, device: str, temperature: float, 
     if kind == "transformers" and options:
         typer.echo(f"  vLLM engine options not used: {', '.join(sorted(options))}")
         options = {}
-    return open_sampler(kind, policy, device=device, temperature=temperature, top_p=top_p,
-                        max_new_tokens=max_new_tokens, engine_options=options)
+    if workers is None:
+        return open_sampler(kind, policy, device=device, temperature=temperature, top_p=top_p,
+                            max_new_tokens=max_new_tokens, engine_options=options)
+    from rewardsql_sql_reward.prm.workers import ShardedSampler
+
+    sharded = ShardedSampler(workers, kind, policy, address=ray_address, settings={
+        "device": device, "temperature": temperature, "top_p": top_p,
+        "max_new_tokens": max_new_tokens, "engine_options": options})
+    for line in sharded.describe():
+        typer.echo(f"  {line}")
+    return sharded
+
+
+def close_policy(policy: Sampler | None) -> None:
+    """Stop the workers of a policy on workers (a policy in this process stays loaded)."""
+    close = getattr(policy, "close", None)
+    if close is not None:
+        close()
 
 
 __all__ = ["DtypeOption", "GPUMemoryOption", "InFlightOption", "MaxModelLenOption",
-           "SamplerOption", "TensorParallelOption", "TopPOption", "VLLMOption",
-           "engine_options", "open_policy"]
+           "RayAddressOption", "SamplerOption", "TensorParallelOption", "TopPOption",
+           "VLLMOption", "WorkersOption", "close_policy", "engine_options", "open_policy"]

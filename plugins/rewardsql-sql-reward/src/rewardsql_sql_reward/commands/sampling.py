@@ -103,6 +103,10 @@ def open_policy(sampler: str, policy: Path, *, device: str, temperature: float, 
     if kind == "transformers" and options and sampler != "auto":
         raise ConfigError(f"vLLM engine options ({', '.join(sorted(options))}) need "
                           "--sampler vllm", source="--sampler transformers")
+    if kind == "vllm" and workers is not None:  # here, not as workers that fail to start
+        from rewardsql_sql_reward.prm.vllm_policy import check_engine_options
+
+        check_engine_options(options)
     typer.echo(f"sampler: {kind} ({why})")
     if kind == "transformers" and options:
         typer.echo(f"  vLLM engine options not used: {', '.join(sorted(options))}")

@@ -23,6 +23,13 @@
 (c) End to end: ``rm label`` (API) on tiny train questions, ``rm train`` of the tiny model with
     held-out questions, best-of-8 on the tiny dev questions (first sample as the one-sample
     baseline, majority vote, PRM picks, pass@8).
+(d) Sampling (``--parts sampling``): completions per second of the tiny model (or ``--policy``)
+    on transformers' ``Policy`` and on vLLM's offline engine (``VLLMPolicy``, float32 on a CPU),
+    for labels (``run_label``: the answers come from :class:`SimulatedPolicy`, so their steps
+    execute and binary search probes their prefixes; the rollouts come from the model, a round
+    in one call) and for best-of-8 (8 samples of every question in one call), with vLLM's
+    prefix-cache hit rate over each (prompt tokens found cached). Where vLLM is installed (the
+    verl_cpu environment); the engine's start is timed apart.
 
 The policy is :class:`SimulatedPolicy` unless ``--policy`` names a model (see its docstring).
 """
@@ -147,6 +154,30 @@ class SimulatedPolicy:
             rest = gold[done:] if greedy else [self._corrupt(s, rng) for s in gold[done:]]
             out.append("\n\n".join(rest))
         return out
+
+    def generate_many(self, requests) -> list[list[str]]:
+        return [self.generate(r.text, r.n, seed=r.seed, greedy=r.greedy) for r in requests]
+
+
+class SimulatedAnswers:
+    """The model's rollouts on :class:`SimulatedPolicy`'s answers: a question's answers (a
+    request for its bare prompt) come from the simulated policy, every other request (the
+    prefix rollouts of the label search) from ``model``, a round in one call."""
+
+    def __init__(self, model, simulated: SimulatedPolicy, questions) -> None:
+        self.model, self.simulated = model, simulated
+        self.name, self.kind = model.name, model.kind
+        self.prompts = {model.prompt_text(q.messages): simulated.prompt_text(q.messages)
+                        for q in questions}
+
+    def prompt_text(self, messages) -> str:
+        return self.model.prompt_text(messages)
+
+    def generate_many(self, requests) -> list[list[str]]:
+        rollouts = iter(self.model.generate_many([r for r in requests
+                                                  if r.text not in self.prompts]))
+        return [self.simulated.generate(self.prompts[r.text], r.n, seed=r.seed)
+                if r.text in self.prompts else next(rollouts) for r in requests]
 
 
 def candidates(example, policy, limit: int, n: int, sample_values: int):
@@ -385,6 +416,77 @@ def bench_pipeline(example, work: Path, threads: int, quick: bool) -> dict:
             "rerank_accuracy": summary["accuracy"]}
 
 
+def bench_sampling(example, model_dir: Path, work: Path, threads: int, quick: bool) -> dict:
+    """(d) Completions per second, transformers against vLLM, for labels and best-of-8; rounds
+    interleaved (so that load from other processes hits both alike), vLLM's prefix cache emptied
+    before each (a round must not find the last one's prompts)."""
+    import importlib.util
+
+    from rewardsql_sql_reward.prm.label import LabelSettings, run_label
+    from rewardsql_sql_reward.prm.policy import Policy, Request, load_questions, stable_seed
+
+    if importlib.util.find_spec("vllm") is None:
+        return {}
+    from rewardsql_sql_reward.prm.vllm_policy import VLLMPolicy, close_engines
+
+    torch.set_num_threads(threads)
+    questions = load_questions(example.dev_json, example.db_root,
+                               sample_values=example.sample_values)[:8 if quick else 48]
+    simulated = SimulatedPolicy(questions)
+    n, m, tokens = (4, 4, 32) if quick else (8, 8, 64)
+    settings = LabelSettings(n=n, m=m, max_new_tokens=tokens)
+    out: dict = {"questions": len(questions), "n": n, "m": m, "max_new_tokens": tokens,
+                 "threads": threads}
+    options = {"disable_log_stats": False}  # the prefix-cache counters
+    if not torch.cuda.is_available():
+        options.update(dtype="float32", enforce_eager=True)
+    models = {}
+    for name, make in (("transformers", lambda: Policy(model_dir, device="cpu",
+                                                       max_new_tokens=tokens)),
+                       ("vllm", lambda: VLLMPolicy(model_dir, max_new_tokens=tokens,
+                                                   engine_options=options))):
+        start = time.perf_counter()
+        models[name] = make()
+        out[f"{name}_start_s"] = round(time.perf_counter() - start, 1)
+        models[name].generate(models[name].prompt_text(questions[-1].messages), 2, seed=0)
+    (work / "sampling").mkdir(parents=True, exist_ok=True)
+
+    def label(model) -> int:
+        labels = work / "sampling" / f"labels-{model.kind}.jsonl"
+        labels.unlink(missing_ok=True)  # else the run resumes: nothing to do
+        return run_label(SimulatedAnswers(model, simulated, questions), questions,
+                         example.db_root, labels, settings, progress=False).rollouts
+
+    def best_of_8(model) -> int:
+        prompts = [model.prompt_text(q.messages) for q in questions]
+        return sum(len(t) for t in model.generate_many(
+            [Request(p, 8, stable_seed(1, i)) for i, p in enumerate(prompts)]))
+
+    times: dict = {}
+    for _ in range(1 if quick else 3):
+        for part, run in (("labels", label), ("best_of_8", best_of_8)):
+            for name, model in models.items():
+                if name == "vllm":
+                    model.llm.reset_prefix_cache()
+                    before = model.prefix_cache()
+                start = time.perf_counter()
+                completions = run(model)
+                times.setdefault((name, part), []).append(time.perf_counter() - start)
+                out[f"{part}_completions_{name}"] = completions
+                if name == "vllm":
+                    after = model.prefix_cache()
+                    out[f"vllm_{part}_hit_rate"] = round(
+                        (after[1] - before[1]) / max(after[0] - before[0], 1), 3)
+    close_engines()
+    for (name, part), seconds in times.items():
+        out[f"{name}_{part}_per_s"] = round(
+            out[f"{part}_completions_{name}"] / statistics.median(seconds), 1)
+    for part in ("labels", "best_of_8"):
+        out[f"{part}_ratio"] = round(out[f"vllm_{part}_per_s"]
+                                     / out[f"transformers_{part}_per_s"], 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", type=Path, default=None,
@@ -393,8 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--parts", default="scoring,labelling,pipeline",
-                        help="which of scoring, labelling, pipeline to run")
+    parser.add_argument("--parts", default="scoring,labelling,pipeline,sampling",
+                        help="which of scoring, labelling, pipeline, sampling to run")
     args = parser.parse_args(argv)
 
     from rewardsql.demo.tiny import build_example, build_tiny_model
@@ -435,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     if "pipeline" in parts:
         pipeline = bench_pipeline(example, work, args.threads, args.quick)
         print(json.dumps({"pipeline": pipeline}), flush=True)
+    sampling: dict = {}
+    if "sampling" in parts:
+        policy_dir = args.policy or build_tiny_model(work / "model", example.corpus(),
+                                                     size="tiny")
+        sampling = bench_sampling(example, policy_dir, work, args.threads, args.quick)
+        print(json.dumps({"sampling": sampling}), flush=True)
     for name, row in scoring.items():
         print(f"scoring ({name}, {row['tokens_mean']} tokens): PRMScorer "
               f"{row['prmscorer_per_s']} candidates/s, HTTP service {row['http_service_per_s']}/s:"
@@ -457,6 +565,15 @@ def main(argv: list[str] | None = None) -> int:
               f"every prefix, {labelling['per_step_binary']} for binary search: "
               f"{labelling['ratio']}x fewer (target >= 3x); equal hard labels "
               f"{labelling['equal_hard_labels']} of {labelling['labelled_steps']}")
+    if sampling:
+        for part, what in (("labels", "label rollouts"), ("best_of_8", "best-of-8 samples")):
+            print(f"sampling, {what}: transformers {sampling[f'transformers_{part}_per_s']} "
+                  f"completions/s, vLLM {sampling[f'vllm_{part}_per_s']}/s "
+                  f"({sampling[f'{part}_ratio']}x; prefix-cache hit rate "
+                  f"{sampling[f'vllm_{part}_hit_rate']}), {sampling['max_new_tokens']} tokens "
+                  f"at most, {sampling['threads']} threads")
+    elif "sampling" in parts:
+        print("sampling: not measured (no vLLM here; run this in the verl_cpu environment)")
     return 0
 
 

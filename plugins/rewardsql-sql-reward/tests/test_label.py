@@ -4,7 +4,10 @@ responses and the real verifier; completions come from a deterministic stand-in 
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from rewardsql.errors import ConfigError
 from rewardsql_sql_reward import STEP_TAG, SQLVerifier, extract_sql
 from rewardsql_sql_reward.prm.label import PrefixValues, label_response
 from rewardsql_sql_reward.rewards.annotate import Annotation, build_prm_inputs
@@ -133,3 +136,103 @@ def test_annotation_builder(verifier):
     assert plain.annotated_steps == steps and plain.text == "Q:" + _tagged(steps)
     unexecuted = build_prm_inputs([("Q:", _tagged(steps), "concert")], None)[0]
     assert unexecuted.failed == [False] * 3 and unexecuted.steps == steps
+
+
+class StandIn:
+    """A stand-in for the policy in ``run_label``: each question's responses are the cases
+    above (rotated), a prefix's completions are :func:`complete`'s; every ``generate_many``
+    call is recorded."""
+
+    name = "stand-in"
+    kind = "transformers"
+
+    def __init__(self, prompts):
+        self.answers = {p: [_tagged(r) if isinstance(r, list) else r for r in
+                            [*CASES[i:], *CASES[:i]]] for i, p in enumerate(prompts)}
+        self.calls = []
+
+    def prompt_text(self, messages):
+        return messages[0]["content"]
+
+    def generate_many(self, requests):
+        self.calls.append(list(requests))
+        out = []
+        for text, n, *_ in requests:
+            prompt = next(p for p in self.answers if text.startswith(p))
+            head = text[len(prompt):]
+            if not head:
+                out.append(self.answers[prompt][:n])
+            else:
+                prefix = [s for s in head.split(STEP_TAG) if s]
+                out.append([c[len(head):] for c in complete(prefix, n)])
+        return out
+
+
+CASES = [RESPONSES[name] for name in sorted(RESPONSES)]
+
+
+@pytest.mark.parametrize("search", ["binary", "every"])
+def test_run_label_samples_each_round_in_one_call(search, db_root, verifier, judge, tmp_path):
+    from rewardsql_sql_reward.prm.label import LabelSettings, run_label
+    from rewardsql_sql_reward.prm.policy import Question
+
+    questions = [Question(i, i, "concert", [{"role": "user", "content": f"Q{i}:"}], GOLD)
+                 for i in range(3)]
+    settings = LabelSettings(n=len(CASES), m=2, search=search)
+    files, calls = [], []
+    for in_flight in (1, 3):
+        policy = StandIn([q.messages[0]["content"] for q in questions])
+        files.append(tmp_path / f"in_flight_{in_flight}.jsonl")
+        run_label(policy, questions, db_root, files[-1], settings, progress=False,
+                  in_flight=in_flight)
+        calls.append(policy.calls)
+    assert files[0].read_text() == files[1].read_text()
+    one, together = calls
+    # the same rounds, once per question or for all three questions in one call each
+    assert len(together) >= 2 and len(one) == 3 * len(together)
+    for call in together:
+        assert {r.text.split(":")[0] for r in call} == {"Q0", "Q1", "Q2"}
+        assert len({r.text for r in call}) == len(call)  # a prefix is sampled once
+    assert [(r.text, r.n) for r in together[0]] == [(f"Q{i}:", len(CASES)) for i in range(3)]
+    lines = [json.loads(line) for line in files[1].read_text().splitlines()]
+    assert len(lines) == 3 * len(CASES)
+    for question in range(3):
+        mine = [line for line in lines if line["question_id"] == question]
+        probes = sum(1 for call in together[1:]
+                     for r in call if r.text.startswith(f"Q{question}:"))
+        assert sum(line["rollouts"] for line in mine) == settings.m * probes
+        values = PrefixValues(complete, judge, settings.m)  # one response after another
+        for line in mine:
+            prm_input = build_prm_inputs([("", line["response"], "concert")], verifier)[0]
+            expected = label_response(prm_input.steps, prm_input.failed, line["outcome"],
+                                      values, search)
+            assert line["labels"] == expected.labels
+            assert line["soft_labels"] == pytest.approx(expected.soft)
+            assert line["counts"] == expected.counts
+
+
+def test_a_file_written_before_top_p_and_sampler_were_recorded_resumes(db_root, tmp_path):
+    from rewardsql_sql_reward.prm.label import LabelSettings, run_label
+    from rewardsql_sql_reward.prm.policy import Question
+
+    questions = [Question(i, i, "concert", [{"role": "user", "content": f"Q{i}:"}], GOLD)
+                 for i in range(2)]
+    settings = LabelSettings(n=len(CASES), m=2)
+    whole = tmp_path / "whole.jsonl"
+    run_label(StandIn(["Q0:", "Q1:"]), questions, db_root, whole, settings, progress=False)
+    lines = whole.read_text().splitlines(keepends=True)
+    old = []
+    for line in lines[:5]:  # as an earlier release wrote them
+        row = json.loads(line)
+        del row["settings"]["top_p"], row["settings"]["sampler"]
+        old.append(json.dumps(row, ensure_ascii=False) + "\n")
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text("".join(old))
+    report = run_label(StandIn(["Q0:", "Q1:"]), questions, db_root, earlier, settings,
+                       progress=False)
+    assert (report.kept, report.written) == (5, len(lines) - 5)
+    assert earlier.read_text() == "".join(old + lines[5:])
+    # another sampler's file is refused
+    with pytest.raises(ConfigError, match="made with another settings"):
+        run_label(StandIn(["Q0:", "Q1:"]), questions, db_root, earlier,
+                  LabelSettings(n=len(CASES), m=2, sampler="vllm"), progress=False)

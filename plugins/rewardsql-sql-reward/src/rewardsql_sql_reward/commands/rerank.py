@@ -8,6 +8,22 @@ from typing import Annotated
 import typer
 from rewardsql.errors import ConfigError
 
+from rewardsql_sql_reward.commands.sampling import (
+    DtypeOption,
+    GPUMemoryOption,
+    InFlightOption,
+    MaxModelLenOption,
+    RayAddressOption,
+    SamplerOption,
+    TensorParallelOption,
+    TopPOption,
+    VLLMOption,
+    WorkersOption,
+    close_policy,
+    engine_options,
+    open_policy,
+)
+
 
 def rerank(
     prm: Annotated[Path, typer.Option("--prm", help="The PRM (a `rewardsql rm train` output).")],
@@ -25,6 +41,7 @@ def rerank(
                              '"greedy"?, "prompt"?}.')] = None,
     n: Annotated[int, typer.Option("--n", help="Candidates per question (1: greedy).")] = 8,
     temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    top_p: TopPOption = 1.0,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     drop_failing: Annotated[bool, typer.Option(
@@ -40,12 +57,23 @@ def rerank(
     prm_url: Annotated[str | None, typer.Option(
         "--prm-url", help="Score on this vLLM server of the PRM (`rewardsql rm serve`); --prm "
                           "still gives its tokenizer, tag and candidates.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(
+        "--device", help="auto, cpu or cuda: the PRM's in process, and the transformers "
+                         "sampler's.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Candidates per PRM "
                                                                  "forward pass.")] = 16,
+    sampler: SamplerOption = "auto",
+    questions_in_flight: InFlightOption = 32,
+    tensor_parallel_size: TensorParallelOption = None,
+    gpu_memory_utilization: GPUMemoryOption = None,
+    max_model_len: MaxModelLenOption = None,
+    dtype: DtypeOption = None,
+    vllm_option: VLLMOption = None,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Best-of-N: score candidates' steps with the PRM and pick one SQL per question."""
-    from rewardsql_sql_reward.prm.policy import Policy, load_questions
+    from rewardsql_sql_reward.prm.policy import load_questions
     from rewardsql_sql_reward.prm.rerank import (
         RerankSettings,
         read_candidates,
@@ -57,16 +85,25 @@ def rerank(
         raise ConfigError("not a directory", source=db_root)
     if (policy is None) == (candidates is None):
         raise ConfigError("give either --policy (generate candidates) or --candidates")
-    if n < 1 or batch_size < 1 or temperature <= 0:
-        raise ConfigError("--n, --batch-size and --temperature must be positive")
+    if n < 1 or batch_size < 1 or temperature <= 0 or questions_in_flight < 1:
+        raise ConfigError("--n, --batch-size, --temperature and --questions-in-flight must be "
+                          "positive")
+    options = engine_options(tensor_parallel_size, gpu_memory_utilization, max_model_len, dtype,
+                             vllm_option)
     items = load_questions(questions, db_root, sample_values=sample_values)[:limit]
     settings = RerankSettings(n=n, temperature=temperature, max_new_tokens=max_new_tokens,
-                              seed=seed, drop_failing=drop_failing, mode=mode)
-    model = (Policy(policy, device=device, temperature=temperature,
-                    max_new_tokens=max_new_tokens) if policy is not None else None)
-    summary = run_rerank(items, db_root, prm, output_dir, settings, policy=model,
-                         candidates=read_candidates(candidates) if candidates else None,
-                         device=device, batch_size=batch_size, prm_url=prm_url)
+                              seed=seed, drop_failing=drop_failing, mode=mode, top_p=top_p)
+    model = (open_policy(sampler, policy, device=device, temperature=temperature, top_p=top_p,
+                         max_new_tokens=max_new_tokens, options=options, workers=workers,
+                         ray_address=ray_address)
+             if policy is not None else None)
+    try:
+        summary = run_rerank(items, db_root, prm, output_dir, settings, policy=model,
+                             candidates=read_candidates(candidates) if candidates else None,
+                             device=device, batch_size=batch_size, prm_url=prm_url,
+                             in_flight=questions_in_flight)
+    finally:
+        close_policy(model)
     for line in summary_table(summary):
         typer.echo(line)
     typer.echo(f"wrote {output_dir}/questions.jsonl, summary.json and pred_*.sql / "

@@ -74,58 +74,89 @@ class PrefixValues:
         return self.seen[key]
 
 
+class ResponseSearch:
+    """One response's search for its first error, one probe at a time, so that the probes of
+    many responses can be sampled together (:func:`run_label`) or one by one
+    (:func:`label_response`).
+
+    ``failed[k]``: step k's SQL fails to execute; ``outcome``: the whole response is correct.
+    :meth:`next_probe` is the step whose prefix value is needed next (None: the search is
+    over), :meth:`record` takes that value, :meth:`result` gives the labels.
+    """
+
+    def __init__(self, steps: Sequence[str], failed: Sequence[bool], outcome: bool,
+                 search: str = "binary") -> None:
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        self.steps = list(steps)
+        self.k_steps = len(steps)
+        self.fail = next((k for k, bad in enumerate(failed) if bad), self.k_steps)
+        self.outcome = bool(outcome)
+        self.own = int(self.outcome)
+        self.every = search == "every"
+        probes = min(self.fail, self.k_steps - 1)  # steps labelled by rollouts: 0 .. probes-1
+        self.probes = probes
+        # the first prefix with value 0 lies in [lo, hi] (hi = probes: none); every: lo walks
+        # from the start, binary: bisection. A correct response completes every prefix itself.
+        self.lo, self.hi = (probes if outcome and not self.every else 0), probes
+        self.measured: dict[int, tuple[int, int]] = {}
+
+    def next_probe(self) -> int | None:
+        """The step whose prefix's completions are needed next; None when the search is over."""
+        if self.lo >= self.hi:
+            return None
+        return self.lo if self.every else (self.lo + self.hi) // 2
+
+    def prefix(self, k: int) -> list[str]:
+        """Steps 1..k+1 (the prefix probed for step k)."""
+        return self.steps[:k + 1]
+
+    def record(self, k: int, correct: int, sampled: int) -> None:
+        """Step k's prefix value: ``correct`` of ``sampled`` completions reach the gold result
+        (the response itself counts as one more continuation)."""
+        self.measured[k] = (correct + self.own, sampled + 1)
+        if correct + self.own > 0:
+            self.lo = k + 1
+        else:  # every: k == lo, so the walk stops here
+            self.hi = k
+
+    def result(self, rollouts: int) -> StepLabels:
+        """The labels, once :meth:`next_probe` is None; ``rollouts``: completions generated
+        for this response."""
+        k_steps, fail, measured = self.k_steps, self.fail, self.measured
+        zero = self.lo
+        first = zero if zero < self.probes else (fail if fail < k_steps else (
+            None if self.outcome else k_steps - 1))
+        labels, soft, counts = [], [], []
+        for k in range(k_steps):
+            good = first is None or k < first
+            labels.append("+" if good else "-")
+            correct, total = measured.get(k, (0, 0))
+            counts.append([correct, total])
+            if not good:
+                soft.append(0.0)
+            elif total:
+                soft.append(correct / total)
+            elif k == k_steps - 1 or (self.outcome and not measured):
+                soft.append(1.0)  # the verifier's outcome, or a correct response's own prefix
+            else:  # inferred "+": the nearest measured positive prefix after it
+                later = min(j for j in measured if j > k and measured[j][0])
+                soft.append(measured[later][0] / measured[later][1])
+        return StepLabels(labels, soft, counts, first, rollouts)
+
+
 def label_response(steps: Sequence[str], failed: Sequence[bool], outcome: bool,
                    values: PrefixValues, search: str = "binary") -> StepLabels:
-    """Labels of one response's steps (see the module docstring).
+    """Labels of one response's steps, its probes sampled one at a time through ``values``
+    (see the module docstring and :class:`ResponseSearch`).
 
     ``failed[k]``: step k's SQL fails to execute; ``outcome``: the whole response is correct.
     """
-    if search not in SEARCHES:
-        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
-    k_steps = len(steps)
+    state = ResponseSearch(steps, failed, outcome, search)
     before = values.generated
-    fail = next((k for k, bad in enumerate(failed) if bad), k_steps)
-    own = int(bool(outcome))
-    probes = min(fail, k_steps - 1)  # steps labelled by rollouts: 0 .. probes-1
-    measured: dict[int, tuple[int, int]] = {}
-
-    def probe(k: int) -> bool:
-        correct, total = values.value(steps[:k + 1])
-        measured[k] = (correct + own, total + 1)
-        return correct + own > 0
-
-    if search == "every" or not outcome:
-        if search == "every":
-            zero = next((k for k in range(probes) if not probe(k)), probes)
-        else:  # the first prefix with value 0, in log2(probes) rollout rounds
-            lo, hi = 0, probes
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if probe(mid):
-                    lo = mid + 1
-                else:
-                    hi = mid
-            zero = lo
-    else:
-        zero = probes  # a correct response completes every prefix itself
-    first = zero if zero < probes else (fail if fail < k_steps else (None if outcome else
-                                                                     k_steps - 1))
-    labels, soft, counts = [], [], []
-    for k in range(k_steps):
-        good = first is None or k < first
-        labels.append("+" if good else "-")
-        correct, total = measured.get(k, (0, 0))
-        counts.append([correct, total])
-        if not good:
-            soft.append(0.0)
-        elif total:
-            soft.append(correct / total)
-        elif k == k_steps - 1 or (outcome and not measured):
-            soft.append(1.0)  # the verifier's outcome, or a correct response's own prefix
-        else:  # inferred "+": the nearest measured positive prefix after it
-            later = min(j for j in measured if j > k and measured[j][0])
-            soft.append(measured[later][0] / measured[later][1])
-    return StepLabels(labels, soft, counts, first, values.generated - before)
+    while (k := state.next_probe()) is not None:
+        state.record(k, *values.value(state.prefix(k)))
+    return state.result(values.generated - before)
 
 
 @dataclass(frozen=True)
@@ -142,14 +173,22 @@ class LabelSettings:
     execution_results: bool = True
     result_rows: int = 50
     result_chars: int = 500
+    top_p: float = 1.0
+    sampler: str = "transformers"  # which draws the samples: vllm or transformers
 
     def check(self) -> None:
         if self.n < 1 or self.m < 1 or self.max_new_tokens < 1:
             raise ConfigError("--n, --m and --max-new-tokens must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.search not in SEARCHES:
             raise ConfigError(f"--search {self.search!r}: choose one of {', '.join(SEARCHES)}")
         if self.temperature <= 0:
             raise ConfigError("--temperature must be positive (labels need sampling)")
+
+
+#: Settings recorded since (lines written before lack them, and were made so).
+_LATER_SETTINGS = {"top_p": 1.0, "sampler": "transformers"}
 
 
 @dataclass
@@ -162,6 +201,8 @@ class LabelReport:
     negative: int = 0
     rollouts: int = 0
     measured_steps: int = 0
+    questions_kept: int = 0  # every answer in the file already: not sampled again
+    questions_now: int = 0
 
     def count(self, line: dict[str, Any]) -> None:
         self.positive += line["labels"].count("+")
@@ -170,7 +211,9 @@ class LabelReport:
     def lines(self) -> list[str]:
         total = self.positive + self.negative
         share = f"{self.positive / total:.1%}" if total else "-"
-        return [f"responses: {self.kept + self.written} ({self.kept} from an earlier run, "
+        return [f"questions: {self.questions_kept + self.questions_now} ("
+                f"{self.questions_kept} finished in an earlier run, {self.questions_now} now)",
+                f"responses: {self.kept + self.written} ({self.kept} from an earlier run, "
                 f"{self.written} now)",
                 f"step labels: {total} ({self.positive} \"+\", {self.negative} \"-\"; {share} "
                 "positive)",
@@ -200,6 +243,8 @@ def resume_output(path: Path, policy: str, settings: LabelSettings) -> tuple[set
         except ValueError:
             raise ConfigError(f"line {number} is not JSON; not a rm label output?",
                               source=path) from None
+        if isinstance(line.get("settings"), dict):
+            line["settings"] = {**_LATER_SETTINGS, **line["settings"]}
         for key, value in wanted.items():
             if line.get(key) != value:
                 raise ConfigError(f"line {number} was made with another {key} ({line.get(key)}"
@@ -211,76 +256,105 @@ def resume_output(path: Path, policy: str, settings: LabelSettings) -> tuple[set
     return done, report
 
 
+class _Question:
+    """One question in flight in :func:`run_label`: its responses (once sampled), their PRM
+    inputs and outcomes, one search per response, and the values of the prefixes sampled so
+    far (shared by its responses: a prefix is sampled once)."""
+
+    def __init__(self, position: int, question: Any, prompt: str, base: int,
+                 todo: list[int]) -> None:
+        self.position, self.question, self.prompt = position, question, prompt
+        self.base, self.todo = base, todo
+        self.responses: list[str] | None = None
+        self.inputs: list[Any] = []
+        self.outcomes: list[bool] = []
+        self.searches: list[ResponseSearch] = []
+        self.heads: list[str] = []  # each response's step separator joins its prefixes
+        self.values: dict[str, tuple[int, int]] = {}  # prefix text -> (correct, sampled)
+        self.rollouts: list[int] = []
+
+    def head(self, j: int, k: int) -> str:
+        """Response j's prefix for step k, as the policy continues it."""
+        return "".join(step + self.heads[j] for step in self.searches[j].prefix(k))
+
+    def advance(self) -> dict[str, tuple[int, list[str]]]:
+        """Feed every search the values known, and return the prefixes still to sample: ``{text:
+        (owner, steps)}``, owner the first response that needs it (it is charged the
+        completions)."""
+        wanted: dict[str, tuple[int, list[str]]] = {}
+        for j, state in enumerate(self.searches):
+            while (k := state.next_probe()) is not None:
+                head = self.head(j, k)
+                if head not in self.values:
+                    wanted.setdefault(head, (j, state.prefix(k)))
+                    break
+                state.record(k, *self.values[head])
+        return wanted
+
+    def done(self) -> bool:
+        return self.responses is not None and all(s.next_probe() is None for s in self.searches)
+
+
 def run_label(policy: Any, questions: Sequence[Any], db_root: Path, output: Path,
-              settings: LabelSettings, *, progress: bool = True) -> LabelReport:
+              settings: LabelSettings, *, progress: bool = True,
+              in_flight: int = 32) -> LabelReport:
     """Sample, execute and label; append one JSON line per response to ``output``.
 
-    ``policy`` is a :class:`~rewardsql_sql_reward.prm.policy.Policy`. Append-only and resumable:
-    responses already in ``output`` are skipped, and every call is seeded by question, prefix
-    and ``settings.seed``, so a resumed run writes what an uninterrupted one would have.
+    ``policy`` is a :class:`~rewardsql_sql_reward.prm.policy.Sampler` (transformers or vLLM).
+    The work goes in rounds over up to ``in_flight`` questions at a time: each round asks the
+    policy once (``generate_many``) for everything the questions need next (a new question's
+    responses, or the completions of every prefix its searches probe now), so vLLM schedules
+    them together and its prefix cache serves completions that share a prompt and prefix. A
+    question's lines are written, in question order, once its searches end.
+
+    Append-only and resumable: responses already in ``output`` are skipped, and every call is
+    seeded by question, prefix and ``settings.seed``, so a resumed run writes what an
+    uninterrupted one would have (with transformers exactly; with vLLM as far as its engine
+    repeats itself when the same requests come batched otherwise).
     """
     from tqdm import tqdm
 
-    from rewardsql_sql_reward.prm.policy import stable_seed
+    from rewardsql_sql_reward.prm.policy import Request, stable_seed
     from rewardsql_sql_reward.rewards.annotate import Annotation, build_prm_inputs
     from rewardsql_sql_reward.verifier import SQLVerifier
     from rewardsql_sql_reward.verifier.extract import STEP_TAG, TAG_PATTERN, extract_sql
 
     settings.check()
+    if in_flight < 1:
+        raise ConfigError(f"--questions-in-flight {in_flight}: must be positive")
     done, report = resume_output(output, policy.name, settings)
     annotation = Annotation(settings.execution_results, settings.result_rows,
                             settings.result_chars)
     output.parent.mkdir(parents=True, exist_ok=True)
     verdicts: dict[tuple[str, str, str], bool] = {}  # executions cached across the run
+    waiting = list(reversed(list(enumerate(questions))))  # popped from the end: in order
+    active: list[_Question] = []
     with SQLVerifier(db_root, mode=settings.mode) as verifier, \
             open(output, "a", encoding="utf-8") as out, \
             tqdm(total=len(questions), unit="q", desc="labelling", disable=not progress) as bar:
-        for question in questions:
-            todo = [j for j in range(settings.n) if (str(question.question_id), j) not in done]
-            if not todo:
-                bar.update(1)
-                continue
-            prompt = policy.prompt_text(question.messages)
-            base = stable_seed(settings.seed, question.question_id)
-            responses = policy.generate(prompt, settings.n, seed=base)
 
-            def judge(texts: Sequence[str], q: Any = question) -> list[bool]:
-                sqls = [extract_sql(t) for t in texts]
-                new = sorted({s for s in sqls if (q.db_id, s, q.gold) not in verdicts})
-                for sql, verdict in zip(new, verifier.verify_batch(
-                        [(q.db_id, sql, q.gold) for sql in new]), strict=True):
-                    verdicts[(q.db_id, sql, q.gold)] = verdict.correct
-                return [verdicts[(q.db_id, s, q.gold)] for s in sqls]
+        def judge(items: Sequence[tuple[Any, str]]) -> list[bool]:
+            """Whether each (question, text) reaches the question's gold result (one batch)."""
+            keys = [(q.db_id, extract_sql(t), q.gold) for q, t in items]
+            new = sorted({k for k in keys if k not in verdicts})
+            for key, verdict in zip(new, verifier.verify_batch(new), strict=True):
+                verdicts[key] = verdict.correct
+            return [verdicts[k] for k in keys]
 
-            separator = ["\n\n"]
-
-            def complete(prefix: Sequence[str], m: int, text: str = prompt, base: int = base,
-                         sep: list[str] = separator) -> list[str]:
-                head = "".join(step + sep[0] for step in prefix)
-                return [head + tail for tail in policy.generate(
-                    text + head, m, seed=stable_seed(base, tuple(prefix)))]
-
-            values = PrefixValues(complete, judge, settings.m)
-            inputs = build_prm_inputs([(prompt, r, question.db_id) for r in responses], verifier,
-                                      annotation)
-            outcomes = judge(responses)
-            for j in range(settings.n):
-                separator[0] = STEP_TAG if TAG_PATTERN.search(responses[j]) else "\n\n"
-                item = inputs[j]
-                # answers written before a kill are labelled again (not written): the prefixes
-                # they sampled are reused by later answers, as in an uninterrupted run
-                labels = label_response(item.steps, item.failed, outcomes[j], values,
-                                        settings.search)
-                if j not in todo:
-                    continue
+        def write(item: _Question) -> None:
+            q = item.question
+            for j in item.todo:
+                labels = item.searches[j].result(item.rollouts[j])
                 line = {
-                    "question_id": question.question_id, "sample": j, "db_id": question.db_id,
-                    "prompt": prompt, "response": responses[j], "steps": item.steps,
-                    "annotated_steps": item.annotated_steps, "text": item.text,
-                    "labels": labels.labels, "soft_labels": labels.soft,
-                    "counts": labels.counts, "first_error": labels.first_error,
-                    "outcome": outcomes[j], "rollouts": labels.rollouts,
-                    "policy": policy.name, "settings": asdict(settings)}
+                    "question_id": q.question_id, "sample": j, "db_id": q.db_id,
+                    "prompt": item.prompt, "response": item.responses[j],  # type: ignore[index]
+                    "steps": item.inputs[j].steps,
+                    "annotated_steps": item.inputs[j].annotated_steps,
+                    "text": item.inputs[j].text, "labels": labels.labels,
+                    "soft_labels": labels.soft, "counts": labels.counts,
+                    "first_error": labels.first_error, "outcome": item.outcomes[j],
+                    "rollouts": labels.rollouts, "policy": policy.name,
+                    "settings": asdict(settings)}
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")  # one write per line
                 report.written += 1
                 report.rollouts += labels.rollouts
@@ -288,10 +362,65 @@ def run_label(policy: Any, questions: Sequence[Any], db_root: Path, output: Path
                 report.count(line)
             out.flush()
             os.fsync(out.fileno())
-            bar.update(1)
-            bar.set_postfix(plus=report.positive, minus=report.negative)
+
+        while waiting or active:
+            while waiting and len(active) < in_flight:
+                position, q = waiting.pop()
+                todo = [j for j in range(settings.n) if (str(q.question_id), j) not in done]
+                if not todo:
+                    report.questions_kept += 1
+                    bar.update(1)
+                    continue
+                report.questions_now += 1
+                # answers written before a kill are labelled again (not written): the prefixes
+                # they sample are reused by later answers, as in an uninterrupted run
+                active.append(_Question(position, q, policy.prompt_text(q.messages),
+                                        stable_seed(settings.seed, q.question_id), todo))
+            if not active:
+                break
+            # this round's requests: new questions' responses, every search's next prefix
+            requests: list[Request] = []
+            owners: list[tuple[_Question, str | None, int]] = []
+            for item in active:
+                if item.responses is None:
+                    requests.append(Request(item.prompt, settings.n, item.base,
+                                            key=item.position))
+                    owners.append((item, None, -1))
+                    continue
+                for head, (j, prefix) in item.advance().items():
+                    requests.append(Request(item.prompt + head, settings.m,
+                                            stable_seed(item.base, tuple(prefix)),
+                                            key=item.position))
+                    owners.append((item, head, j))
+            texts = policy.generate_many(requests) if requests else []
+            completions: list[tuple[Any, str]] = []
+            for (item, sampled, _), tails in zip(owners, texts, strict=True):
+                completions += [(item.question, (sampled or "") + t) for t in tails]
+            correct = iter(judge(completions))
+            for (item, sampled, j), tails in zip(owners, texts, strict=True):
+                results = [next(correct) for _ in tails]
+                if sampled is None:  # the question's responses
+                    item.responses = tails
+                    item.inputs = build_prm_inputs(
+                        [(item.prompt, r, item.question.db_id) for r in tails], verifier,
+                        annotation)
+                    item.outcomes = results
+                    item.heads = [STEP_TAG if TAG_PATTERN.search(r) else "\n\n" for r in tails]
+                    item.searches = [ResponseSearch(i.steps, i.failed, o, settings.search)
+                                     for i, o in zip(item.inputs, results, strict=True)]
+                    item.rollouts = [0] * len(tails)
+                else:
+                    item.values[sampled] = (sum(results), len(results))
+                    item.rollouts[j] += len(results)
+            for item in active:
+                if item.responses is not None:
+                    item.advance()  # record the values just sampled: a search may be over
+            while active and active[0].done():  # written in question order
+                write(active.pop(0))
+                bar.update(1)
+                bar.set_postfix(plus=report.positive, minus=report.negative)
     return report
 
 
 __all__ = ["SEARCHES", "Complete", "Judge", "LabelReport", "LabelSettings", "PrefixValues",
-           "StepLabels", "label_response", "resume_output", "run_label"]
+           "ResponseSearch", "StepLabels", "label_response", "resume_output", "run_label"]

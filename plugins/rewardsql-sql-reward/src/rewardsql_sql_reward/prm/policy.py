@@ -1,15 +1,18 @@
 """Questions and a policy for the PRM commands (``rm label``, ``rerank``): Spider/BIRD JSON or
-verl parquet questions, and sampling from a Hugging Face causal LM with transformers."""
+verl parquet questions, and sampling from a Hugging Face causal LM with transformers
+(:class:`Policy`) or vLLM (:class:`~rewardsql_sql_reward.prm.vllm_policy.VLLMPolicy`), chosen
+by ``--sampler`` (:func:`resolve_sampler`, :func:`open_sampler`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
-from rewardsql.errors import ConfigError, require
+from rewardsql.errors import ConfigError, MissingDependencyError, require
 
 from rewardsql_sql_reward.data.prepare import GOLD_KEY, database_path
 from rewardsql_sql_reward.data.prepare import load_questions as load_json_questions
@@ -89,6 +92,65 @@ def _verl_checkpoint_hint(path: Path) -> str:
     return ""
 
 
+class Request(NamedTuple):
+    """One generation: ``n`` continuations of ``text``, seeded by ``seed`` (sampled), or the
+    greedy one ``n`` times. ``key`` says what it belongs to (a question): a sampler on several
+    workers sends one key's requests to one worker, whose prefix cache holds their prompt."""
+
+    text: str
+    n: int
+    seed: int
+    greedy: bool = False
+    key: Any = None
+
+
+class Sampler(Protocol):
+    """What ``rm label`` and ``rerank`` sample with: :class:`Policy` (transformers) or
+    :class:`~rewardsql_sql_reward.prm.vllm_policy.VLLMPolicy` (vLLM). Temperature, top-p and
+    the token budget are the sampler's; a seed makes a call reproducible on the same sampler
+    (both samplers read the settings alike; they do not draw the same samples)."""
+
+    name: str  # the model directory
+    kind: str  # "transformers" or "vllm"
+
+    def prompt_text(self, messages: Sequence[dict[str, str]]) -> str: ...
+
+    def generate(self, text: str, n: int, *, seed: int, greedy: bool = False) -> list[str]: ...
+
+    def generate_many(self, requests: Sequence[Request]) -> list[list[str]]: ...
+
+
+#: ``--sampler`` values: ``auto`` is vLLM where it is installed and a GPU is present.
+SAMPLERS = ("auto", "vllm", "transformers")
+#: What ``--sampler vllm`` says where vLLM is missing.
+VLLM_INSTALL = ("pip install vllm (on a GPU machine), or pip install 'rewardsql[verl-cpu]' for "
+                "vLLM's CPU build")
+
+
+def load_tokenizer(path: Path) -> tuple[Any, list[int]]:
+    """The policy's tokenizer (left padding, a pad token) and the ids that end an answer (its
+    end-of-sequence token and ``<|im_end|>``), the same for both samplers."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ends = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    stop = sorted({e for e in ends if isinstance(e, int) and e >= 0
+                   and e != tokenizer.unk_token_id})
+    return tokenizer, stop
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """``path`` when it is a Hugging Face model directory, else a one-line error."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)"
+                          + _verl_checkpoint_hint(path), source="--policy")
+    return path
+
+
 class Policy:
     """A Hugging Face causal LM that samples SQL responses (transformers, CPU or GPU).
 
@@ -96,31 +158,24 @@ class Policy:
     run (a resumed ``rm label`` repeats nothing and changes nothing).
     """
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", temperature: float = 1.0,
-                 max_new_tokens: int = 256, batch_size: int = 16) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    kind = "transformers"
 
-        path = Path(model_dir)
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"{path} is not a Hugging Face model directory (no config.json)"
-                              + _verl_checkpoint_hint(path), source="--policy")
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", temperature: float = 1.0,
+                 top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 16) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        path = check_model_dir(model_dir)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer, self.stop = load_tokenizer(path)
         dtype = "auto" if device.startswith("cuda") else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         self.device = device
         self.temperature = temperature
+        self.top_p = top_p
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        ends = [self.tokenizer.eos_token_id,
-                self.tokenizer.convert_tokens_to_ids("<|im_end|>")]
-        self.stop = sorted({e for e in ends if isinstance(e, int) and e >= 0
-                            and e != self.tokenizer.unk_token_id})
         self.name = str(path)
 
     def prompt_text(self, messages: Sequence[dict[str, str]]) -> str:
@@ -129,7 +184,8 @@ class Policy:
                                                   add_generation_prompt=True)
 
     def generate(self, text: str, n: int, *, seed: int, greedy: bool = False) -> list[str]:
-        """``n`` continuations of ``text`` (sampled at ``temperature``, or greedy)."""
+        """``n`` continuations of ``text`` (sampled at ``temperature`` and ``top_p``, or
+        greedy)."""
         import torch
 
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
@@ -142,12 +198,68 @@ class Policy:
                     input_ids=ids["input_ids"].to(self.device),
                     attention_mask=ids["attention_mask"].to(self.device),
                     do_sample=not greedy, temperature=None if greedy else self.temperature,
-                    top_p=None, top_k=None, num_return_sequences=count,
-                    max_new_tokens=self.max_new_tokens, eos_token_id=self.stop or None,
-                    pad_token_id=self.tokenizer.pad_token_id)
+                    top_p=None if greedy or self.top_p >= 1.0 else self.top_p, top_k=None,
+                    num_return_sequences=count, max_new_tokens=self.max_new_tokens,
+                    eos_token_id=self.stop or None, pad_token_id=self.tokenizer.pad_token_id)
             width = ids["input_ids"].shape[1]
             out += self.tokenizer.batch_decode(tokens[:, width:], skip_special_tokens=True)
         return out
 
+    def generate_many(self, requests: Sequence[Request]) -> list[list[str]]:
+        """Every request's continuations, in order (one after another: transformers gains
+        nothing from a shared call here, and each stays seeded as when called alone)."""
+        return [self.generate(r.text, r.n, seed=r.seed, greedy=r.greedy) for r in requests]
 
-__all__ = ["Policy", "Question", "load_questions", "stable_seed"]
+
+def vllm_installed() -> bool:
+    """Whether vLLM can be imported here (its CUDA or CPU build)."""
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_sampler(sampler: str) -> tuple[str, str]:
+    """The sampler ``--sampler`` names (``vllm`` or ``transformers``) and why: ``auto`` is vLLM
+    where it is installed and a GPU is present (vLLM's CPU build is slower than transformers for
+    small models, and only ``--sampler vllm`` asks for it)."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"{sampler!r}: choose one of {', '.join(SAMPLERS)}", source="--sampler")
+    if sampler != "auto":
+        return sampler, "asked for"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "transformers", "auto: no GPU"
+    if not vllm_installed():
+        return "transformers", "auto: vLLM is not installed"
+    return "vllm", "auto: vLLM and a GPU"
+
+
+def open_sampler(sampler: str, model: str | Path, *, device: str = "auto",
+                 temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256,
+                 engine_options: dict[str, Any] | None = None) -> Sampler:
+    """The policy as a :class:`Sampler` of the kind ``sampler`` (``vllm`` or ``transformers``,
+    see :func:`resolve_sampler`). ``engine_options`` go to vLLM's engine (``dtype``,
+    ``tensor_parallel_size``, ...); ``device`` is the transformers sampler's."""
+    path = check_model_dir(model)
+    if sampler == "vllm":
+        if not vllm_installed():
+            raise MissingDependencyError(f"vLLM is not installed here: {VLLM_INSTALL}",
+                                         source="--sampler vllm")
+        from rewardsql_sql_reward.prm.vllm_policy import VLLMPolicy
+
+        return VLLMPolicy(path, temperature=temperature, top_p=top_p,
+                          max_new_tokens=max_new_tokens, engine_options=engine_options)
+    if sampler != "transformers":
+        raise ConfigError(f"{sampler!r}: choose vllm or transformers", source="--sampler")
+    if engine_options:
+        raise ConfigError(f"vLLM engine options ({', '.join(sorted(engine_options))}) need "
+                          "--sampler vllm", source="--sampler transformers")
+    return Policy(path, device=device, temperature=temperature, top_p=top_p,
+                  max_new_tokens=max_new_tokens)
+
+
+__all__ = ["SAMPLERS", "VLLM_INSTALL", "Policy", "Question", "Request", "Sampler",
+           "check_model_dir", "load_questions", "load_tokenizer", "open_sampler",
+           "resolve_sampler", "stable_seed", "vllm_installed"]

@@ -47,6 +47,7 @@ class RerankSettings:
     seed: int = 0
     drop_failing: bool = True
     mode: str = "bird"
+    top_p: float = 1.0
 
 
 def _candidate_text(value: Any) -> str | None:
@@ -194,15 +195,17 @@ def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path
                settings: RerankSettings, *, policy: Any = None,
                candidates: dict[str, dict[str, Any]] | None = None, device: str = "auto",
                batch_size: int = 16, progress: bool = True,
-               prm_url: str | None = None) -> dict[str, Any]:
-    """Rerank every question's candidates (from ``policy`` or ``candidates``: then the questions
-    the file covers); write the outputs (:func:`write_outputs`) and return the summary. The PRM
-    is scored on the vLLM server at ``prm_url`` when given (``prm`` gives its tokenizer, tag and
-    candidates), else in this process on ``device``."""
+               prm_url: str | None = None, in_flight: int = 64) -> dict[str, Any]:
+    """Rerank every question's candidates (from ``policy``, a
+    :class:`~rewardsql_sql_reward.prm.policy.Sampler`, ``in_flight`` questions per call; or
+    from ``candidates``: then the questions the file covers); write the outputs
+    (:func:`write_outputs`) and return the summary. The PRM is scored on the vLLM server at
+    ``prm_url`` when given (``prm`` gives its tokenizer, tag and candidates), else in this
+    process on ``device``."""
     from rewardsql.training.prm import open_scorer
     from tqdm import tqdm
 
-    from rewardsql_sql_reward.prm.policy import stable_seed
+    from rewardsql_sql_reward.prm.policy import Request, stable_seed
     from rewardsql_sql_reward.rewards.annotate import Annotation
     from rewardsql_sql_reward.verifier import SQLVerifier
 
@@ -216,20 +219,35 @@ def run_rerank(questions: Sequence[Any], db_root: Path, prm: Path, out_dir: Path
     scorer = open_scorer(prm, url=prm_url, device=device, batch_size=batch_size)
     annotation = Annotation.from_prm_config(scorer.settings)
     records = []
-    with SQLVerifier(db_root, mode=settings.mode) as verifier:
-        for question in tqdm(questions, unit="q", desc="reranking", disable=not progress):
+    with SQLVerifier(db_root, mode=settings.mode) as verifier, \
+            tqdm(total=len(questions), unit="q", desc="reranking", disable=not progress) as bar:
+        for start in range(0, len(questions), in_flight):
+            chunk = questions[start:start + in_flight]
             if policy is not None:
-                prompt = policy.prompt_text(question.messages)
-                greedy = policy.generate(prompt, 1, seed=0, greedy=True)[0]
-                cands = ([greedy] if settings.n == 1 else policy.generate(
-                    prompt, settings.n, seed=stable_seed(settings.seed, question.question_id)))
+                # one call per chunk (greedy answers and samples together): vLLM schedules them
+                # at once and shares each prompt's cached KV among its N samples
+                prompts = [policy.prompt_text(q.messages) for q in chunk]
+                requests = [Request(p, 1, 0, greedy=True, key=start + i)
+                            for i, p in enumerate(prompts)]
+                if settings.n > 1:
+                    requests += [Request(p, settings.n, stable_seed(settings.seed, q.question_id),
+                                         key=start + i)
+                                 for i, (p, q) in enumerate(zip(prompts, chunk, strict=True))]
+                texts = policy.generate_many(requests)
+                greedy = [t[0] for t in texts[:len(chunk)]]
+                sampled = texts[len(chunk):] if settings.n > 1 else [[g] for g in greedy]
+                work = list(zip(chunk, prompts, sampled, greedy, strict=True))
             else:
-                line = candidates[str(question.question_id)]  # type: ignore[index]
-                cands = line["candidates"]
-                greedy = line.get("greedy") or cands[0]
-                prompt = line.get("prompt") or _prompt_text(scorer.tokenizer, question.messages)
-            records.append(rerank_question(question, prompt, cands, greedy, verifier, scorer,
-                                           annotation, settings))
+                work = []
+                for question in chunk:
+                    line = candidates[str(question.question_id)]  # type: ignore[index]
+                    work.append((question, line.get("prompt") or _prompt_text(
+                        scorer.tokenizer, question.messages), line["candidates"],
+                        line.get("greedy") or line["candidates"][0]))
+            for question, prompt, cands, answer in work:
+                records.append(rerank_question(question, prompt, cands, answer, verifier,
+                                               scorer, annotation, settings))
+                bar.update(1)
     n = settings.n if policy is not None else max(
         (len(r["candidates"]) for r in records), default=0)
     return write_outputs(records, out_dir, n, asked=asked)

@@ -279,9 +279,13 @@ def bench_scoring(prm_dir: Path, inputs, threads: int, repeats: int) -> dict:
             encoded = [scorer.encode(p, st) for p, st in pairs]
             vllm_row = {
                 "vllm_server_per_s": round(len(pairs) / statistics.median(vllm_times), 1),
+                # steps past the server's max_model_len are not scored there (PRMScorer has no
+                # limit unless prm_config.json sets max_length): compare the steps both scored
                 "vllm_max_score_difference": max(
                     abs(a - b) for x, y in zip(batched, from_vllm, strict=True)
-                    for a, b in zip(x, y, strict=True)),
+                    for a, b in zip(x, y, strict=False)),
+                "vllm_candidates_cut_by_max_model_len": sum(
+                    len(y) < len(x) for x, y in zip(batched, from_vllm, strict=True)),
                 # per candidate: what the items carry (no prefix cache), what vLLM computed
                 "vllm_prompt_tokens_sent_per_candidate": round(
                     (remote.prompt_tokens - sent0) / rounds / len(pairs), 1),

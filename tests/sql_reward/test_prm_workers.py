@@ -116,3 +116,43 @@ def test_a_killed_worker_stops_the_run_and_the_same_command_goes_on(setup, tmp_p
             f"{QUESTIONS - finished} now)") in done.stdout
     assert f"({kept} from an earlier run, {2 * QUESTIONS - kept} now)" in done.stdout
     assert output.read_text() == expected  # as an uninterrupted run writes it
+
+
+def test_workers_on_a_ray_cluster_started_apart(setup, tmp_path):
+    """``--ray-address`` joins a cluster another process started (``ray start --head`` here, on
+    this machine: no second node is to be had); the run leaves the cluster running."""
+    example, model, env = setup
+    limit = ["--limit", "6"]
+    reference = tmp_path / "in_process.jsonl"
+    alone = subprocess.run(_command(example, model, reference, *limit), capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = 6300 + os.getpid() % 500
+    started = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2",
+                              "--include-dashboard=false", "--disable-usage-stats"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        output = tmp_path / "labels.jsonl"
+        run = subprocess.run(_command(example, model, output, *limit, "--workers", "2",
+                                      "--ray-address", f"127.0.0.1:{port}"),
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert len(WORKER.findall(run.stdout + run.stderr)) == 2
+        assert output.read_text() == reference.read_text()
+        # `ray start` turned Ray's token authentication on; `ray status` sends the token only
+        # in token mode (rm label does that itself)
+        status = subprocess.run([ray, "status", f"--address=127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=60,
+                                env={**env, "RAY_AUTH_MODE": "token"})
+        assert status.returncode == 0, status.stderr[-2000:]  # still up after the run
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+    # a cluster that is not there is one line naming the address
+    gone = subprocess.run(_command(example, model, tmp_path / "x.jsonl", *limit, "--workers", "2",
+                                   "--ray-address", f"127.0.0.1:{port}"),
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert gone.returncode == 2
+    lines = gone.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: --ray-address: 127.0.0.1:{port}: no Ray cluster to join")

@@ -53,6 +53,32 @@ def _remote_worker(kind: str, tensor_parallel_size: int) -> Any:
     return ray.remote(num_cpus=0, num_gpus=gpus, max_restarts=0, max_task_retries=0)(_Worker)
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``host:port`` cluster must accept a connection: Ray in token mode waits for a cluster
+    that is not there without end."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # auto, ray://...: Ray finds or reports them itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"{address}: no Ray cluster to join ({exc})",
+                          source="--ray-address") from None
+
+
+def _present_auth_token() -> None:
+    """Send the cluster's token when one is at hand. `ray start` turns Ray's token
+    authentication on (Ray 2.60), but a client joining by ``host:port`` sends its token only
+    with ``RAY_AUTH_MODE=token``; without it the cluster refuses it with a bare "failed to
+    connect". A token-mode client joins a cluster without authentication too."""
+    at_hand = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+               or (Path.home() / ".ray" / "auth_token").is_file())
+    if at_hand and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 class ShardedSampler:
     """A :class:`~rewardsql_sql_reward.prm.policy.Sampler` over ``workers`` Ray actors, each
     with its own sampler of ``kind`` (``open_sampler``'s settings in ``settings``).
@@ -66,6 +92,9 @@ class ShardedSampler:
     def __init__(self, workers: int, kind: str, model: str | Path, *,
                  address: str | None = None, settings: dict[str, Any] | None = None) -> None:
         require("ray", "--workers", "verl")
+        if address and address != "local":
+            _check_reachable(address)
+            _present_auth_token()  # before Ray is imported: it reads the mode then
         import ray
 
         if workers < 1:
@@ -80,7 +109,9 @@ class ShardedSampler:
             ray.init(address=address or "local", include_dashboard=False,
                      log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{address}: no Ray cluster to join ({_first_line(exc)})",
+            raise ConfigError(f"{address}: no Ray cluster to join ({_first_line(exc)}; a "
+                              "cluster with token authentication needs its token in "
+                              "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)",
                               source="--ray-address") from None
         actor = _remote_worker(kind, tensor_parallel)
         self.actors = [actor.remote(kind, str(path), settings) for _ in range(workers)]

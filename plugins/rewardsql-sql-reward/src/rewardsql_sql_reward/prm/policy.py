@@ -142,6 +142,13 @@ def load_tokenizer(path: Path) -> tuple[Any, list[int]]:
     return tokenizer, stop
 
 
+def chat_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The prompt as a policy reads it: its chat template, ready for the answer (every
+    sampler's ``prompt_text``)."""
+    return str(tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                             add_generation_prompt=True))
+
+
 def check_model_dir(path: str | Path) -> Path:
     """``path`` when it is a Hugging Face model directory, else a one-line error."""
     path = Path(path)
@@ -180,8 +187,7 @@ class Policy:
 
     def prompt_text(self, messages: Sequence[dict[str, str]]) -> str:
         """The prompt as the policy reads it (its chat template, ready for the answer)."""
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=True)
+        return chat_prompt(self.tokenizer, messages)
 
     def generate(self, text: str, n: int, *, seed: int, greedy: bool = False) -> list[str]:
         """``n`` continuations of ``text`` (sampled at ``temperature`` and ``top_p``, or

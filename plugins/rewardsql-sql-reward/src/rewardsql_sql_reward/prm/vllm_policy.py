@@ -17,7 +17,7 @@ from typing import Any
 
 from rewardsql.errors import ConfigError
 
-from rewardsql_sql_reward.prm.policy import Request, check_model_dir, load_tokenizer
+from rewardsql_sql_reward.prm.policy import Request, chat_prompt, check_model_dir, load_tokenizer
 
 #: Engines by model and engine options: vLLM takes a fixed share of a GPU's memory per engine,
 #: so a process that samples twice from one model (the demo labels, then reranks) must not
@@ -111,8 +111,7 @@ class VLLMPolicy:
 
     def prompt_text(self, messages: Sequence[dict[str, str]]) -> str:
         """The prompt as the policy reads it (its chat template, ready for the answer)."""
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=True)
+        return chat_prompt(self.tokenizer, messages)
 
     def generate(self, text: str, n: int, *, seed: int, greedy: bool = False) -> list[str]:
         """``n`` continuations of ``text`` (sampled at ``temperature`` and ``top_p``, or

@@ -1,6 +1,7 @@
 """The demo's three gains on each data seed, in one table: what GRPO and the PRM add to SFT.
 
     python bench/grpo_seeds.py --data-seed 0 1 2 3      # one full demo per seed (~10 min each)
+    python bench/grpo_seeds.py --data-seed 0 1 2 3 --rollout-seed 0 1   # 8 pairs (~1.5 hours)
     python bench/grpo_seeds.py --quick                  # the CI-sized demo, one seed
 
 For each data seed, ``rewardsql demo --seed S`` (its own example data, tiny model, SFT, labels,
@@ -8,8 +9,14 @@ PRM, best-of-8 and both GRPO runs), run one after another in this process, then 
 greedy dev accuracy after SFT; after GRPO with outcome rewards (gain over SFT); PRM@8 with the
 ``min`` aggregation over 8 samples of the SFT policy (gain over greedy); majority vote and pass@8;
 after GRPO with outcome and process rewards (difference to outcome alone); the demo's time. The
-last lines check issue 25's targets: each gain at least +0.05 on every seed, process rewards at
-least as good as outcome rewards on the mean, each full demo within 15 minutes.
+last lines check issue 33's targets: GRPO (outcome) and PRM@8 each at least +0.05 over SFT on
+every data seed; over the (data seed, rollout seed) pairs, process minus outcome at least +0.02
+on the mean with the mean minus its standard error above 0, and at most one pair below -0.03;
+each full demo within 15 minutes.
+
+``--rollout-seed R ...`` reruns both GRPO runs of each data seed with each rollout seed
+(``rewardsql demo --rollout-seed``), reusing that seed's SFT model, labels and PRM: the
+rollout-seed noise of the process-minus-outcome difference is as large as the effects measured.
 
 A seed whose ``report.json`` is already in ``--output-dir`` with the same scale and CPU math is
 read back, not run again (reproducible CPU math, the default, computes the same numbers every
@@ -28,26 +35,31 @@ from typing import Any
 
 from rewardsql.training.cpu_math import MODES, apply_cpu_math
 
-#: Issue 25's bars.
+#: Issue 33's bars.
 MIN_GAIN = 0.05
+MIN_PAIRED_MEAN = 0.02
+WORST_PAIR = -0.03
 MAX_DEMO_S = 15 * 60
 
 
-def report_of(out: Path, seed: int, quick: bool, threads: int | None, fresh: bool
-              ) -> dict[str, Any]:
-    """The demo's report for ``seed``: read back when a matching run is there, else run it."""
-    from rewardsql.demo.pipeline import run_demo
+def report_of(out: Path, seed: int, rollout: int, quick: bool, threads: int | None,
+              fresh: bool) -> dict[str, Any]:
+    """The demo's report for (``seed``, ``rollout``): read back when a matching run is there,
+    else run it."""
+    from rewardsql.demo.pipeline import REPORT_JSON, rollout_suffix, run_demo
     from rewardsql.training.cpu_math import describe_cpu_math
 
-    path = out / "report.json"
+    suffix = rollout_suffix(seed, rollout)
+    path = out / f"{Path(REPORT_JSON).stem}{suffix}.json"
     if not fresh and path.is_file():
         report = json.loads(path.read_text())
         if (report["environment"]["cpu_math"] == describe_cpu_math()
                 and report["settings"]["quick"] == quick):
-            print(f"data seed {seed}: reusing {path}", flush=True)
+            print(f"data seed {seed}, rollout seed {rollout}: reusing {path}", flush=True)
             return report
-    print(f"data seed {seed}: rewardsql demo --seed {seed} --output-dir {out}", flush=True)
-    return run_demo(out, quick=quick, seed=seed, threads=threads)
+    print(f"data seed {seed}: rewardsql demo --seed {seed} --rollout-seed {rollout} "
+          f"--output-dir {out}", flush=True)
+    return run_demo(out, quick=quick, seed=seed, rollout_seed=rollout, threads=threads)
 
 
 def gains(report: dict[str, Any]) -> dict[str, float]:
@@ -74,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the demo's CI-sized run")
     parser.add_argument("--data-seed", type=int, nargs="+", default=[0],
                         help="data seeds (one demo each)")
+    parser.add_argument("--rollout-seed", type=int, nargs="+", default=None,
+                        help="rollout seeds of the GRPO runs, each with every data seed "
+                        "(default: the data seed's own)")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench-grpo-seeds"))
     parser.add_argument("--fresh", action="store_true", help="run every seed's demo again")
     parser.add_argument("--cpu-math", choices=MODES, default="reproducible",
@@ -83,10 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     fresh = args.fresh or args.cpu_math != "reproducible"
 
     started = time.perf_counter()
-    rows = {}
+    rows: dict[int, dict[str, float]] = {}
+    pairs: dict[tuple[int, int], float] = {}  # (data seed, rollout seed) -> process - outcome
     for seed in args.data_seed:
         out = args.output_dir / f"data-seed{seed}{'-quick' if args.quick else ''}"
-        rows[seed] = gains(report_of(out, seed, args.quick, threads, fresh))
+        for i, rollout in enumerate(args.rollout_seed or [seed]):
+            row = gains(report_of(out, seed, rollout, args.quick, threads, fresh))
+            pairs[seed, rollout] = row["process_vs_outcome"]
+            if i == 0:  # the stages before GRPO are the data seed's, whatever the rollout seed
+                rows[seed] = row
 
     header = ("seed", "SFT", "GRPO (gain)", "PRM@8 (gain)", "greedy@8", "vote@8", "pass@8",
               "GRPO+PRM (vs GRPO)", "demo s")
@@ -108,13 +128,21 @@ def main(argv: list[str] | None = None) -> int:
           f"PRM@8 {mean['prm']:.3f} ({mean['prm_gain']:+.3f}); "
           f"GRPO+PRM {mean['process']:.3f} ({mean['process_vs_outcome']:+.3f})")
 
+    diffs = list(pairs.values())
+    paired_mean = statistics.fmean(diffs)
+    stderr = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
+    print("\nGRPO (outcome + process) - GRPO (outcome), per (data seed, rollout seed): "
+          + ", ".join(f"({s}, {r}) {d:+.3f}" for (s, r), d in pairs.items()))
+    print(f"paired mean {paired_mean:+.3f}, standard error {stderr:.3f}, {len(diffs)} pairs")
     checks = [
         (f"GRPO (outcome) - SFT >= +{MIN_GAIN} on every seed",
          all(r["grpo_gain"] >= MIN_GAIN for r in rows.values())),
         (f"PRM@8 - greedy >= +{MIN_GAIN} on every seed",
          all(r["prm_gain"] >= MIN_GAIN for r in rows.values())),
-        ("GRPO (outcome + process) >= GRPO (outcome) on the mean",
-         mean["process_vs_outcome"] >= 0),
+        (f"process - outcome: paired mean >= +{MIN_PAIRED_MEAN} and mean - standard error > 0",
+         paired_mean >= MIN_PAIRED_MEAN and paired_mean - stderr > 0),
+        (f"process - outcome: at most one pair below {WORST_PAIR}",
+         sum(d < WORST_PAIR for d in diffs) <= 1),
     ]
     if not args.quick:
         checks.append((f"each demo within {MAX_DEMO_S // 60} minutes",

@@ -15,6 +15,10 @@ def demo(
                                              file_okay=False)],
     quick: Annotated[bool, typer.Option("--quick", help="CI-sized run (about 3 minutes).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the data, the model and training.")] = 0,
+    rollout_seed: Annotated[int | None, typer.Option(
+        help="Seed of both GRPO runs' sampling and prompt order (default: --seed). Another "
+        "value reuses the SFT model, labels and PRM in OUTPUT_DIR and writes grpo_rolloutR/, "
+        "grpo_process_rolloutR/ and report_rolloutR.json.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(
         help="Cache of the example data and tiny model (default OUTPUT_DIR/cache).",
         file_okay=False)] = None,
@@ -35,5 +39,5 @@ def demo(
     threads = cpu_math_or_exit(cpu_math, threads)  # before anything imports torch
     from rewardsql.demo.pipeline import run_demo
 
-    run_demo(output_dir, quick=quick, seed=seed, cache_dir=cache_dir,
+    run_demo(output_dir, quick=quick, seed=seed, rollout_seed=rollout_seed, cache_dir=cache_dir,
              threads=threads or None, device=device, echo=typer.echo)

@@ -19,6 +19,7 @@ Layout of the output directory::
     grpo/, grpo_process/ each GRPO run: metrics.jsonl, dev.jsonl, tensorboard/, final_model/
     report.json          every figure and timing, the teacher, dev accuracy per template
     report.png           reward over GRPO steps (both runs); dev accuracy by stage
+    *_rolloutR           the GRPO runs and the report of rollout seed R (``--rollout-seed``)
 """
 
 from __future__ import annotations
@@ -134,10 +135,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def rollout_suffix(seed: int, rollout_seed: int | None) -> str:
+    """The suffix of the GRPO runs' folders and of the report for a rollout seed: none when it
+    is the data seed (the plain demo), else ``_rolloutR``, so that runs of one data seed with
+    several rollout seeds share its SFT model, labels and PRM in one output directory."""
+    return "" if rollout_seed is None or rollout_seed == seed else f"_rollout{rollout_seed}"
+
+
 def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
-             cache_dir: Path | None = None, threads: int | None = None,
-             device: str = "auto", echo: Callable[[str], None] = print) -> dict[str, Any]:
+             rollout_seed: int | None = None, cache_dir: Path | None = None,
+             threads: int | None = None, device: str = "auto",
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo into ``output_dir``; return the report (also written to report.json).
+
+    ``seed`` seeds the example data, the tiny model, SFT, labels, the PRM and best-of-N;
+    ``rollout_seed`` (default ``seed``) seeds both GRPO runs' sampling and prompt order. With
+    another rollout seed the GRPO runs and the report get :func:`rollout_suffix`'s suffix, and
+    the stages before GRPO are reused from ``output_dir`` when they are there.
 
     ``threads``: torch's CPU threads for SFT, evaluation and GRPO (None: leave torch's setting;
     on 2 idle cores two threads are ~1.6x faster than one, on busy cores one can be faster).
@@ -171,6 +185,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     output_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir else output_dir / "cache"
     scale = "quick" if quick else "full"
+    rollout = seed if rollout_seed is None else rollout_seed
+    suffix = rollout_suffix(seed, rollout_seed)
     timings: dict[str, float] = {}
 
     def lap(name: str, since: float) -> float:
@@ -194,7 +210,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     sft = run_sft(SFTConfig.from_file(SFT_CONFIG, overrides))
     t = lap("sft_s", t)
 
-    plan = grpo_plan(example, sft_dir, output_dir / "grpo", quick=quick, seed=seed,
+    plan = grpo_plan(example, sft_dir, output_dir / f"grpo{suffix}", quick=quick, seed=rollout,
                      device=device)
     config = plan.config
     echo("[3/8] dev execution accuracy after SFT (greedy)")
@@ -219,8 +235,9 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     echo(f"[7/8] GRPO, outcome rewards ({plan.estimator.name}, {plan.reward_manager.name})")
     run = launch.run_local(plan)
     t = lap("grpo_s", t)
-    process_plan = grpo_plan(example, sft_dir, output_dir / "grpo_process", quick=quick,
-                             seed=seed, device=device, prm=Path(prm["model_dir"]))
+    process_plan = grpo_plan(example, sft_dir, output_dir / f"grpo_process{suffix}",
+                             quick=quick, seed=rollout, device=device,
+                             prm=Path(prm["model_dir"]))
     echo(f"[8/8] GRPO, outcome and process rewards ({process_plan.estimator.name}, "
          f"{process_plan.reward_manager.name}, process weight {PROCESS_WEIGHT:g})")
     process_run = launch.run_local(process_plan)
@@ -271,6 +288,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
         "settings": {
             "quick": quick,
             "seed": seed,
+            "rollout_seed": rollout,
             "scale": scale,
             "model_size": MODEL_SIZE,
             "n_train_questions": example.n_train,
@@ -285,9 +303,10 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
         },
         "environment": describe_environment(device),
     }
-    atomic_write_json(output_dir / REPORT_JSON, report)
-    plot_report(report, {"outcome": steps, "outcome + process": process_steps},
-                output_dir / REPORT_PNG)
+    report_json, report_png = (output_dir / f"{Path(name).stem}{suffix}{Path(name).suffix}"
+                               for name in (REPORT_JSON, REPORT_PNG))
+    atomic_write_json(report_json, report)
+    plot_report(report, {"outcome": steps, "outcome + process": process_steps}, report_png)
     echo(summary_table(report))
     return report
 
@@ -318,6 +337,12 @@ def _grpo_report(run: Any, steps: list[dict[str, Any]], before: float) -> dict[s
         "steps": run.global_step,
         "reward_mean_first": steps[0]["reward/mean"] if steps else None,
         "reward_mean_last": steps[-1]["reward/mean"] if steps else None,
+        # outcome accuracy on the run's own samples, and (process runs) the PRM's mean step
+        # score: the two side by side show whether the policy pleases the PRM without answering
+        "accuracy_first": steps[0].get("accuracy") if steps else None,
+        "accuracy_last": steps[-1].get("accuracy") if steps else None,
+        "prm_step_score_first": steps[0].get("prm_step_score") if steps else None,
+        "prm_step_score_last": steps[-1].get("prm_step_score") if steps else None,
         "grad_norm_max": max((r.get("actor/grad_norm") or 0.0 for r in steps), default=0.0),
         "groups_with_variance": sum(r.get("reward/groups_with_variance") or 0 for r in steps),
         "model_dir": str(run.final_model_dir),
@@ -420,23 +445,37 @@ def stage_accuracy(report: Mapping[str, Any], where: tuple[str, ...]) -> float:
 
 def plot_report(report: Mapping[str, Any], runs: Mapping[str, list[dict[str, Any]]],
                 path: Path) -> None:
-    """Two panels: mean training reward per step of each GRPO run; dev accuracy per stage."""
+    """Three panels: mean training reward per step of each GRPO run; each run's outcome accuracy
+    on its own samples beside the process run's mean PRM step score (a policy that learned to
+    please the PRM without answering better would show its PRM score rising alone); dev accuracy
+    per stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for name, steps in runs.items():
-        left.plot([r["step"] for r in steps], [r["reward/mean"] for r in steps], marker=".",
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.4))
+    for axis in (left, middle):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("GRPO step")
+        axis.grid(alpha=0.3)
+    for (name, steps), color in zip(runs.items(), ("tab:blue", "tab:green"), strict=False):
+        x = [r["step"] for r in steps]
+        left.plot(x, [r["reward/mean"] for r in steps], marker=".", color=color,
                   label=f"GRPO, {name} rewards")
-    left.set_xlabel("GRPO step")
+        middle.plot(x, [r.get("accuracy") for r in steps], marker=".", color=color,
+                    label=f"{name}: outcome accuracy")
+        if any("prm_step_score" in r for r in steps):
+            middle.plot(x, [r.get("prm_step_score") for r in steps], marker="x", ls="--",
+                        color=color, label=f"{name}: mean PRM step score")
     left.set_ylabel("mean reward of the step's samples")
     left.set_title("Training reward")
-    left.grid(alpha=0.3)
     left.legend(loc="upper left")
+    middle.set_ylabel("on the step's own samples")
+    middle.set_title("Outcome accuracy and PRM score")
+    middle.set_ylim(0, 1.05)
+    middle.legend(loc="lower right", fontsize="small")
     labels = [label for label, _ in STAGES]
     values = [stage_accuracy(report, where) for _, where in STAGES]
     bars = right.bar(labels, values, color=["tab:gray", "tab:purple", "tab:olive",

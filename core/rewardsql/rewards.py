@@ -69,6 +69,10 @@ class RewardManager(ABC):
     - ``reward_model_url_setting``: the name of the setting holding the URL of a server of that
       reward model that the user runs; the launcher checks it answers and serves the model.
 
+    An advantage estimator that reads its inputs back from the token rewards (e.g. step scores)
+    declares the layout it needs as a ``reward_layout`` attribute (setting name -> value); the
+    trainers check it against :meth:`token_layout` before training starts.
+
     Args:
         config: the manager's settings as the user wrote them (a plain mapping).
         tokenizer: the policy's tokenizer, for managers that look at tokens (may be None).
@@ -107,6 +111,13 @@ class RewardManager(ABC):
         with what the weights imply filled in where the user left it out (a launcher writes the
         result into the config it runs). By default ``config`` unchanged."""
         return dict(config)
+
+    @classmethod
+    def token_layout(cls, settings: Any) -> dict[str, Any]:
+        """Where the manager puts its token rewards under ``settings`` (as
+        :meth:`parse_settings` returns them): setting names to the values in effect, defaults
+        resolved. By default empty: the manager declares no layout."""
+        return {}
 
     @classmethod
     def parse_settings(cls, config: Mapping[str, Any] | None, *, source: Any = None) -> Any:

@@ -140,3 +140,17 @@ def test_settings_errors_name_the_key(prm_path, tokenizer):
     with pytest.raises(ConfigError) as info:
         SQLPRMManager({"process_placement": "middle"}, tokenizer=tokenizer)
     assert info.value.key == "process_placement"
+
+
+@pytest.mark.parametrize(("settings", "layout"), [
+    ({"process_weight": 0.5, "prm_path": "prm"}, ("step_end", "all_tokens")),
+    ({}, ("step_end", "last_token")),  # no PRM: the outcome on the last token
+    ({"process_weight": 0.5, "prm_path": "prm", "process_placement": "fill",
+      "outcome_placement": "last_token"}, ("fill", "last_token")),
+])
+def test_token_layout_resolves_the_defaults(settings, layout):
+    """What an estimator that reads the token rewards back (grpo_min_form) is checked against:
+    the placements in effect, null resolved as the manager resolves it when it scores."""
+    parsed = SQLPRMManager.parse_settings(settings)
+    assert SQLPRMManager.token_layout(parsed) == dict(
+        zip(("process_placement", "outcome_placement"), layout, strict=True))

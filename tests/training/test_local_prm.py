@@ -64,9 +64,10 @@ def test_settings_pair_process_rewards_with_the_dense_estimator(parts):
     assert "sql_verifier" in str(info.value)
 
 
-def test_dense_rewards_and_advantages_on_a_known_response(parts):
-    example, model = parts
-    settings = read_settings(_config(example, model))
+def _known_responses(example, model, settings):
+    """Two answers to one question, the gold one and one with a wrong final step, scored by
+    sql_prm: ``(requests, rewards, mask, tag)``, the rewards as the engine hands them to the
+    estimator."""
     tokenizer = AutoTokenizer.from_pretrained(model)
     # a two-step gold answer (a CTE, a blank line, the final SELECT), written with the tag
     row = next(r for r in json.loads(example.rl_json.read_text())
@@ -91,12 +92,19 @@ def test_dense_rewards_and_advantages_on_a_known_response(parts):
         mask[i, :len(r.response_token_ids)] = 1
     rewards = token_level_rewards(results, mask) * settings.outcome_weight
     tag = tokenizer.encode(" и ", add_special_tokens=False)[0]
+    assert [result.extra["acc"] for result in results] == [1.0, 0.0]
+    return requests, rewards, mask, tag
+
+
+def test_dense_rewards_and_advantages_on_a_known_response(parts):
+    example, model = parts
+    settings = read_settings(_config(example, model))
+    requests, rewards, mask, tag = _known_responses(example, model, settings)
     for i, request in enumerate(requests):
         ids = list(request.response_token_ids)
         step_end = ids.index(tag) - 1  # the token before the tag ends step 1
         outcome = 1.0 if i == 0 else 0.0
         row_rewards = rewards[i, :len(ids)]
-        assert results[i].extra["acc"] == outcome
         # outcome on every token, the step scores (0.5 x P(+)) on the two step ends only
         others = [t for t in range(len(ids)) if t not in (step_end, len(ids) - 1)]
         assert torch.allclose(row_rewards[others], torch.full((len(others),), outcome))
@@ -116,6 +124,47 @@ def test_dense_rewards_and_advantages_on_a_known_response(parts):
     wrong = advantages[1, :len(requests[1].response_token_ids)]
     assert (wrong[list(ends[1])] < 0).all()  # the wrong one: its steps go down, at their ends
     assert (wrong.nonzero().flatten().tolist()) == list(ends[1])
+
+
+def test_min_form_on_a_known_response(parts):
+    """grpo_min_form on sql_prm's real token rewards (step_end, outcome on all tokens): it reads
+    back the manager's step rewards (outcome + 0.5 x P(+) at each step end), a token's return is
+    the smallest of them from its step on, standardised over the group's step rewards."""
+    example, model = parts
+    config = _config(example, model)
+    config["algorithm"] = {"adv_estimator": "grpo_min_form"}
+    settings = read_settings(config)
+    requests, rewards, mask, tag = _known_responses(example, model, settings)
+    from omegaconf import OmegaConf
+
+    advantages, _ = compute_advantages(
+        settings.adv_estimator, resolve_estimator(settings.adv_estimator),
+        token_level_rewards=rewards, response_mask=mask,
+        uids=np.array(["g", "g"], dtype=object), algorithm=OmegaConf.create(settings.algorithm))
+    ends = [(list(r.response_token_ids).index(tag) - 1, len(r.response_token_ids) - 1)
+            for r in requests]
+    steps = [[rewards[i, e].item() for e in ends[i]] for i in range(2)]
+    values = steps[0] + steps[1]
+    mu = sum(values) / 4
+    sigma = math.sqrt(sum((v - mu) ** 2 for v in values) / 3) + 1e-6
+    for i in range(2):
+        first, last = ends[i]
+        want = torch.tensor([(min(steps[i]) - mu) / sigma] * (first + 1)
+                            + [(steps[i][1] - mu) / sigma] * (last - first))
+        assert torch.allclose(advantages[i, :last + 1], want, rtol=1e-4, atol=1e-5)
+        assert advantages[i, last + 1:].abs().sum() == 0
+    assert (advantages[0, :ends[0][1] + 1] > 0).all()  # the right answer goes up everywhere
+    assert (advantages[1, :ends[1][1] + 1] < 0).all()  # the wrong one down
+
+
+def test_min_form_refuses_a_layout_it_cannot_read(parts):
+    example, model = parts
+    config = _config(example, model)
+    config["algorithm"] = {"adv_estimator": "grpo_min_form"}
+    config["rewardsql"]["reward_manager"]["process_placement"] = "fill"
+    with pytest.raises(ConfigError, match="grpo_min_form reads step scores") as info:
+        read_settings(config)
+    assert info.value.key == "rewardsql.reward_manager.process_placement"
 
 def test_a_few_grpo_steps_with_process_rewards(parts, tmp_path):
     from rewardsql.training.local.local import run_local

@@ -145,6 +145,16 @@ def test_estimators_get_verls_keywords():
     assert torch.allclose(verl_adv[0, :3], torch.full((3,), verl_adv[0, 0].item()))
 
 
+@pytest.mark.parametrize("name", ["grpo_min_form", "compute_grpo_min_form_advantage"])
+def test_min_form_needs_a_manager_that_declares_its_layout(name):
+    """grpo_min_form reads step scores back from the token rewards: verl's naive manager (one
+    score on the last token) declares no layout, so the pairing is refused, by name or alias."""
+    with pytest.raises(ConfigError, match=rf": {name} reads step scores") as err:
+        read_settings(with_("algorithm.adv_estimator", name))
+    assert err.value.key == "reward.reward_manager.name"
+    assert "process_placement: step_end, outcome_placement: all_tokens" in str(err.value)
+
+
 def test_unknown_estimator_is_a_config_error():
     from rewardsql.training.local.update import resolve_estimator
 

@@ -130,6 +130,33 @@ def test_verls_grpo_with_dense_rewards_warns(prm: Path, data: Path, tmp_path: Pa
     assert config["reward"]["custom_reward_function"]["name"] != PLACEHOLDER
 
 
+@pytest.mark.parametrize("engine", ["verl", "local"])
+def test_min_form_takes_sql_prms_default_layout(prm: Path, data: Path, tmp_path: Path,
+                                                engine: str) -> None:
+    """grpo_min_form reads step scores back from step_end + all_tokens token rewards: sql_prm's
+    defaults beside a PRM (step_end; outcome_placement null, i.e. all_tokens)."""
+    result = _train(_config(tmp_path, prm, estimator="grpo_min_form"), data, tmp_path / "out",
+                    "--engine", engine)
+    assert result.exit_code == 0, result.output
+    assert "estimator:      grpo_min_form (rewardsql-advantages" in result.output
+
+
+@pytest.mark.parametrize(("args", "key"), [
+    (["rewardsql.reward_manager.process_placement=fill"], "process_placement"),
+    (["--engine", "local", "rewardsql.reward_manager.process_placement=fill"],
+     "process_placement"),
+    (["rewardsql.reward_manager.outcome_placement=last_token"], "outcome_placement"),
+    (["algorithm.use_kl_in_reward=true"], "algorithm.use_kl_in_reward"),
+])
+def test_min_form_refuses_rewards_it_cannot_read(prm: Path, data: Path, tmp_path: Path,
+                                                 args: list[str], key: str) -> None:
+    line = _one_line_error(_train(_config(tmp_path, prm, estimator="grpo_min_form"), data,
+                                  tmp_path / "o", *args))
+    assert "grpo_min_form reads step scores back from token rewards laid out with " \
+           "process_placement: step_end, outcome_placement: all_tokens" in line
+    assert (f"'{key}'" if "." in key else f"'rewardsql.reward_manager.{key}'") in line
+
+
 def _free_port() -> int:
     import socket
 
@@ -254,3 +281,16 @@ def test_the_shipped_prm_config_on_your_prm_server(prm: Path, data: Path, tmp_pa
     config = yaml.safe_load((tmp_path / "out" / "resolved_config.yaml").read_text())
     rollout = config["reward"]["reward_model"]["rollout"]
     assert rollout["load_format"] == "dummy" and rollout["gpu_memory_utilization"] == 0.05
+
+
+def test_min_form_on_the_shipped_prm_config(trained_prm: Path, data: Path,
+                                            tmp_path: Path) -> None:
+    """The shipped config writes the published fill layout, which grpo_min_form cannot read:
+    refused, naming the key; with step_end it dry-runs."""
+    line = _one_line_error(_shipped(data, tmp_path / "o", trained_prm,
+                                    "algorithm.adv_estimator=grpo_min_form"))
+    assert "'rewardsql.reward_manager.process_placement'" in line and "fill" in line
+    result = _shipped(data, tmp_path / "out", trained_prm, "algorithm.adv_estimator=grpo_min_form",
+                      "rewardsql.reward_manager.process_placement=step_end")
+    assert result.exit_code == 0, result.output
+    assert "estimator:      grpo_min_form (rewardsql-advantages" in result.output

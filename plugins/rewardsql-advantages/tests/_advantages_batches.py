@@ -104,3 +104,41 @@ def index_as(uids: np.ndarray, kind: str) -> Any:
     if kind == "int_list":
         return [int(v) for v in inverse]
     raise ValueError(kind)
+
+
+def min_form_batch(
+    rng: np.random.Generator,
+    *,
+    grouping: str = "ragged",
+    max_groups: int = 5,
+    max_size: int = 5,
+    max_width: int = 16,
+) -> Batch:
+    """A batch in sql_prm's step_end + all_tokens layout, what ``grpo_min_form`` decodes: the
+    outcome part (outcome weight x 0 or 1) on every response token, plus process weight x step
+    score on each step's last token. Some responses end with tokens after their last step, some
+    have no step (the PRM did not score them), scores come from a small palette (ties within
+    and across responses), masks are ragged prefixes (sometimes with holes)."""
+    base = random_batch(
+        rng, grouping=grouping, max_groups=max_groups, max_size=max_size, max_width=max_width
+    )
+    batch, width = base.rewards.shape
+    mask = base.mask.numpy().astype(bool)
+    process_weight = float(rng.choice([0.5, 1.0]))
+    outcome_weight = float(rng.choice([0.25, 1.0]))
+    rewards = np.zeros((batch, width), dtype=np.float32)
+    for i in range(batch):
+        tokens = np.flatnonzero(mask[i])
+        if tokens.size == 0:
+            continue
+        rewards[i, tokens] = outcome_weight * float(rng.random() < 0.5)
+        if rng.random() < 0.15 or tokens.size < 2:
+            continue  # no step: every token carries the outcome part alone
+        steps = int(rng.integers(1, min(tokens.size - 1, 4) + 1))
+        # fewer step ends than tokens: the outcome part shows alone on at least one token
+        ends = np.sort(rng.choice(tokens.size, steps, replace=False))
+        if rng.random() < 0.5:  # the last step ends on the last token (still distinct ends)
+            ends[-1] = tokens.size - 1
+        for end in ends:
+            rewards[i, tokens[end]] += np.float32(process_weight * _value(rng))
+    return Batch(torch.from_numpy(rewards), base.mask, base.uids)

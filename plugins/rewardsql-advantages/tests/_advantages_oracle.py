@@ -1,4 +1,5 @@
-"""Reference loops for the three advantage variants, written from docs/spec text (advantages.md).
+"""Reference loops for the advantage variants, written from their definitions: the three of
+/work/shared/spec/advantages.md (docs/spec text) and PURE's min-form credit (the plugin README).
 
 The straightforward per-sample, per-position Python loops over float64 tensors, indexing them
 element by element as the published functions do. The parity tests compare the vectorized code
@@ -106,4 +107,46 @@ def token_wise(
             mu, sigma = _mean(values), _std(values) + epsilon
             for i in valid:
                 out[i, t] = (r[i, t].item() - mu) / sigma
+    return out
+
+
+def min_form(
+    rewards: torch.Tensor, mask: torch.Tensor, index: Any, epsilon: float = 1e-6
+) -> torch.Tensor:
+    """PURE's min-form credit, GRPO-style (README, ``grpo_min_form``), from token rewards in
+    sql_prm's step_end + all_tokens layout: decode the outcome part and the step ends of each
+    response, a token's return is the smallest step reward from its step on, standardised with
+    the mean and unbiased std of every step reward of its group."""
+    r, m = rewards.double(), mask.double()
+    width = r.shape[1]
+    out = torch.zeros_like(r)
+    returns: dict[int, list[float]] = {}
+    step_rewards: dict[int, list[float]] = {}
+    for i in range(r.shape[0]):
+        valid = [t for t in range(width) if m[i, t].item() > 0]
+        if not valid:
+            step_rewards[i] = []
+            continue
+        outcome = min(r[i, t].item() for t in valid)
+        ends = [t for t in valid if r[i, t].item() > outcome]
+        step_rewards[i] = [r[i, t].item() for t in ends] if ends else [outcome]
+        row = [0.0] * width
+        for t in valid:
+            later = [r[i, e].item() for e in ends if e >= t]
+            if later:
+                row[t] = min(later)
+            elif ends:  # after the last step end: part of the last step
+                row[t] = r[i, ends[-1]].item()
+            else:  # no step end: one step of reward `outcome`
+                row[t] = outcome
+        returns[i] = row
+    for members in _groups(index).values():
+        values = [v for i in members for v in step_rewards[i]]
+        if len(members) < 2 or len(values) < 2:
+            continue
+        mu, sigma = _mean(values), _std(values) + epsilon
+        for i in members:
+            for t in range(width):
+                if m[i, t].item() > 0:
+                    out[i, t] = (returns[i][t] - mu) / sigma
     return out

@@ -9,6 +9,7 @@ import rewardsql_advantages
 import torch
 from _advantages_batches import index_as, random_batch
 from rewardsql_advantages import (
+    compute_grpo_min_form_advantage,
     compute_grpo_process_advantage_avg_unique,
     compute_token_wise_advantage,
     compute_weighted_grpo_advantage,
@@ -19,11 +20,13 @@ VARIANTS = [
     compute_grpo_process_advantage_avg_unique,
     compute_weighted_grpo_advantage,
     compute_token_wise_advantage,
+    compute_grpo_min_form_advantage,
 ]
 NAMES = {
     "grpo_process_avg_unique": compute_grpo_process_advantage_avg_unique,
     "grpo_weighted": compute_weighted_grpo_advantage,
     "grpo_token_wise": compute_token_wise_advantage,
+    "grpo_min_form": compute_grpo_min_form_advantage,
 }
 
 
@@ -39,7 +42,7 @@ def batch():
 # -- registration ----------------------------------------------------------------------------
 
 
-def test_hook_registers_three_names_with_published_aliases() -> None:
+def test_hook_registers_every_name_with_its_function_name_as_alias() -> None:
     seen = {}
 
     def register(name, obj, aliases=(), summary=""):

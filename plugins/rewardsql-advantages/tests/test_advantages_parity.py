@@ -1,4 +1,8 @@
-"""The vectorized estimators against the loop oracle, on random batches and on each edge case."""
+"""The vectorized estimators against the loop oracle, on random batches and on each edge case.
+
+Random batches here have any layout (rewards outside the mask, negative values): the min-form
+estimator's decoding is defined for any rewards, so it is held to its oracle on them too; its own
+layout and edge cases are in test_advantages_min_form.py."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 from _advantages_batches import Batch, index_as, random_batch
-from _advantages_oracle import process_avg_unique, token_wise, weighted
+from _advantages_oracle import min_form, process_avg_unique, token_wise, weighted
 from rewardsql_advantages import (
+    compute_grpo_min_form_advantage,
     compute_grpo_process_advantage_avg_unique,
     compute_token_wise_advantage,
     compute_weighted_grpo_advantage,
@@ -20,6 +25,7 @@ from rewardsql_advantages.token_wise import _contiguous_group_size
 RTOL, ATOL = 1e-4, 1e-5
 GROUPINGS = ("ragged", "equal", "equal_shuffled")
 INDEX_KINDS = ("object", "list", "tensor", "int_list")
+ALL = ("process", "weighted", "token_wise", "min_form")
 
 
 def ours(name: str, b: Batch, index=None, **kwargs) -> torch.Tensor:
@@ -27,6 +33,7 @@ def ours(name: str, b: Batch, index=None, **kwargs) -> torch.Tensor:
         "process": compute_grpo_process_advantage_avg_unique,
         "weighted": compute_weighted_grpo_advantage,
         "token_wise": compute_token_wise_advantage,
+        "min_form": compute_grpo_min_form_advantage,
     }[name]
     index = b.uids if index is None else index
     adv, ret = fn(token_level_rewards=b.rewards, response_mask=b.mask, index=index, **kwargs)
@@ -39,6 +46,8 @@ def reference(name: str, b: Batch, **kwargs) -> torch.Tensor:
         return process_avg_unique(b.rewards, b.uids, **kwargs)
     if name == "weighted":
         return weighted(b.rewards, b.mask, b.uids, **kwargs)
+    if name == "min_form":
+        return min_form(b.rewards, b.mask, b.uids, **kwargs)
     return token_wise(b.rewards, b.mask, b.uids, **kwargs)
 
 
@@ -56,7 +65,7 @@ def test_random_batches_match_the_oracle(seed: int) -> None:
     rng = np.random.default_rng(seed)
     b = random_batch(rng, grouping=GROUPINGS[seed % 3])
     index = index_as(b.uids, INDEX_KINDS[seed % 4])
-    for name in ("process", "weighted", "token_wise"):
+    for name in ALL:
         assert_matches(name, b, index)
 
 
@@ -65,7 +74,7 @@ def test_larger_batches_match_the_oracle(grouping: str) -> None:
     rng = np.random.default_rng(1000)
     for _ in range(2):
         b = random_batch(rng, grouping=grouping, max_groups=6, max_size=9, max_width=48)
-        for name in ("process", "weighted", "token_wise"):
+        for name in ALL:
             assert_matches(name, b)
 
 
@@ -98,7 +107,7 @@ def make(rewards: list[list[float]], mask: list[list[int]] | None, uids: list[st
 # -- edge cases named by the spec, one by one ------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["process", "weighted", "token_wise"])
+@pytest.mark.parametrize("name", ALL)
 def test_singleton_groups_get_zeros(name: str) -> None:
     b = make([[0.3, 0.0, 1.7], [0.9, 0.2, 0.0], [0.5, 0.5, 0.5]], None, ["a", "b", "b"])
     got = ours(name, b)
@@ -116,7 +125,7 @@ def test_all_equal_groups_get_exact_zeros(name: str) -> None:
     assert_matches(name, b)
 
 
-@pytest.mark.parametrize("name", ["process", "weighted", "token_wise"])
+@pytest.mark.parametrize("name", ALL)
 def test_all_zero_rows(name: str) -> None:
     b = make([[0, 0, 0, 0], [0.4, 0, 0.6, 1.6], [0, 0, 0, 0]], None, ["g"] * 3)
     assert_matches(name, b)
@@ -124,7 +133,7 @@ def test_all_zero_rows(name: str) -> None:
         assert torch.equal(ours(name, b)[[0, 2]], torch.zeros(2, 4))
 
 
-@pytest.mark.parametrize("name", ["process", "weighted", "token_wise"])
+@pytest.mark.parametrize("name", ALL)
 def test_ties_within_a_group(name: str) -> None:
     b = make(
         [[0.5, 0.5, 1.5], [0.5, 0.5, 1.5], [0.25, 0.75, 0.75], [0.25, 0.0, 0.0]],
@@ -136,7 +145,7 @@ def test_ties_within_a_group(name: str) -> None:
     assert torch.equal(got[0], got[1])
 
 
-@pytest.mark.parametrize("name", ["process", "weighted", "token_wise"])
+@pytest.mark.parametrize("name", ALL)
 def test_ragged_masks_and_rewards_outside_them(name: str) -> None:
     b = make(
         [[0.2, 0.2, 1.2, 0.0], [0.6, 1.9, 0.0, 0.5], [0.3, 0.0, 0.0, 0.0], [0.9, 0.9, 0.9, 1.9]],
@@ -179,13 +188,13 @@ def test_token_wise_worked_example() -> None:
     assert torch.allclose(ours("token_wise", b).double(), want, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("name", ["process", "weighted", "token_wise"])
+@pytest.mark.parametrize("name", ALL)
 def test_negative_rewards(name: str) -> None:
     b = make([[-0.5, 0.0, 1.5], [0.2, -0.2, 0.0], [0.0, 0.7, -1.3]], None, ["g"] * 3)
     assert_matches(name, b)
 
 
-@pytest.mark.parametrize("name", ["process", "weighted", "token_wise"])
+@pytest.mark.parametrize("name", ALL)
 def test_epsilon_and_weight_factor_reach_the_result(name: str) -> None:
     rng = np.random.default_rng(3)
     b = random_batch(rng, grouping="equal", max_groups=3, max_size=4, max_width=8)
@@ -196,7 +205,7 @@ def test_epsilon_and_weight_factor_reach_the_result(name: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("name", ["process", "weighted", "token_wise"])
+@pytest.mark.parametrize("name", ALL)
 def test_other_dtypes(name: str, dtype: torch.dtype) -> None:
     """Output in the input dtype; statistics in float32 (float64 for float64 input), so the
     result is the float32 computation on the same values, rounded once to the input dtype."""

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewardsql_advantages import (
+    compute_grpo_min_form_advantage,
     compute_grpo_process_advantage_avg_unique,
     compute_token_wise_advantage,
     compute_weighted_grpo_advantage,
@@ -19,6 +20,7 @@ VARIANTS = {
     "process": compute_grpo_process_advantage_avg_unique,
     "weighted": compute_weighted_grpo_advantage,
     "token_wise": compute_token_wise_advantage,
+    "min_form": compute_grpo_min_form_advantage,
 }
 # few distinct values, so ties are frequent; above 1 (outcome) and below 0 too
 VALUES = st.sampled_from([0.0, 0.0, 0.0, 0.125, 0.25, 0.5, 0.875, 1.0, 1.5, 1.875, -0.25])
@@ -92,8 +94,8 @@ def test_groups_do_not_influence_each_other(name: str, b: Drawn) -> None:
 @SETTINGS
 @given(b=batches())
 def test_positions_outside_the_definition_stay_zero(name: str, b: Drawn) -> None:
-    """Masked-out positions are 0 for weighted and token-wise; the process variant ignores the
-    mask and is 0 exactly where there is no reward."""
+    """Masked-out positions are 0 for weighted, token-wise and min-form; the process variant
+    ignores the mask and is 0 exactly where there is no reward."""
     adv = run(name, b)
     outside = (b.rewards == 0) if name == "process" else (b.mask == 0)
     assert torch.equal(adv[outside], torch.zeros_like(adv[outside]))

@@ -28,6 +28,7 @@ SCRIPT = textwrap.dedent(
         "grpo_process_avg_unique": "compute_grpo_process_advantage_avg_unique",
         "grpo_weighted": "compute_weighted_grpo_advantage",
         "grpo_token_wise": "compute_token_wise_advantage",
+        "grpo_min_form": "compute_grpo_min_form_advantage",
     }
     looked_up = {}
     for name, alias in PUBLISHED.items():
@@ -108,7 +109,7 @@ def test_verl_registry_and_compute_advantage_use_our_functions() -> None:
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT ") :])
 
-    assert len(result["identity"]) == 6
+    assert len(result["identity"]) == 8
     for label, (same, module, qualname) in result["identity"].items():
         assert same, f"{label} resolves to {module}.{qualname}"
         assert module.startswith("rewardsql_advantages.")

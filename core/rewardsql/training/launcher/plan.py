@@ -26,7 +26,7 @@ from rewardsql.section import (
 )
 from rewardsql.training.launcher import compose, resolve
 from rewardsql.training.launcher.translate import translate_old_mini_batches
-from rewardsql.training.local.settings import DENSE_ESTIMATOR
+from rewardsql.training.local.settings import DENSE_ESTIMATOR, check_reward_layout
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ def build_plan(options: TrainOptions) -> TrainPlan:
     resolve.check_manager_settings(manager, read_section(config).reward_manager)
     _derive_process_reward(config, manager, options.engine, chosen.name, explicit, notes,
                            warnings)
+    check_reward_layout(chosen.name, chosen.obj, manager.name,
+                        manager.obj if resolve.is_rewardsql_manager(manager) else None,
+                        read_section(config).reward_manager,
+                        kl_in_reward=bool(_select(config, "algorithm.use_kl_in_reward")))
 
     env_vars = resolve.runtime_env_vars(core_algos)
     if core_functions:  # verl's Ray processes register the plain function at `import verl`

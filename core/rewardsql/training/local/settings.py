@@ -21,7 +21,7 @@ import yaml
 from rewardsql import schema
 from rewardsql.config import check_known_keys, get_key, to_plain
 from rewardsql.errors import ConfigError, require_verl
-from rewardsql.section import PROCESS_WEIGHT_KEY, read_section
+from rewardsql.section import MANAGER_SETTINGS_KEY, PROCESS_WEIGHT_KEY, read_section
 
 #: Sections whose keys are free-form (user keys such as ``+algorithm.weight_factor=0.7``, plugin
 #: settings, keyword arguments handed through).
@@ -91,6 +91,43 @@ UNSUPPORTED_ESTIMATORS = {
     "optimal_token_baseline": "needs sum_pi_squared from the actor",
     "tir_optimal_token_baseline": "needs sum_pi_squared from the actor",
 }
+
+
+def check_reward_layout(estimator: str, fn: Any, manager: str, manager_cls: Any,
+                        manager_settings: Mapping[str, Any], *, kl_in_reward: bool = False,
+                        source: str | None = None) -> None:
+    """An estimator that reads its inputs back from the token rewards against the layout the
+    reward manager writes them in.
+
+    The estimator declares what it decodes as ``reward_layout`` (manager setting -> value, e.g.
+    ``grpo_min_form``'s process_placement step_end and outcome_placement all_tokens); the
+    manager says what its settings put in effect (:meth:`RewardManager.token_layout`, defaults
+    resolved). A mismatch, a manager that declares no layout, or a KL penalty in the rewards
+    (verl's ``algorithm.use_kl_in_reward``: it changes every token's reward) would train on
+    misread rewards, so each is a ConfigError naming the key.
+    """
+    needed = getattr(fn, "reward_layout", None)
+    if not needed:
+        return
+    wanted = ", ".join(f"{key}: {value}" for key, value in needed.items())
+    why = f"{estimator} reads step scores back from token rewards laid out with {wanted}"
+    if kl_in_reward:
+        raise ConfigError(f"{why}, and a KL penalty in the rewards hides them; use "
+                          "actor_rollout_ref.actor.use_kl_loss instead", source=source,
+                          key="algorithm.use_kl_in_reward")
+    layout: dict[str, Any] = {}
+    if manager_cls is not None:
+        try:
+            layout = manager_cls.token_layout(manager_cls.parse_settings(manager_settings))
+        except ConfigError:
+            return  # settings the manager rejects: its own check names them
+    for key, value in needed.items():
+        if key not in layout:
+            raise ConfigError(f"{why}, and reward manager {manager!r} declares no {key} "
+                              "(sql_prm does)", source=source, key="reward.reward_manager.name")
+        if layout[key] != value:
+            raise ConfigError(f"{why}, and {manager} writes them with {key}: {layout[key]}",
+                              source=source, key=f"{MANAGER_SETTINGS_KEY}.{key}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -325,6 +362,7 @@ def read_settings(config: Any, *, source: str | None = None) -> Settings:
                           f"{UNSUPPORTED_ESTIMATORS[adv_estimator]}", source=source,
                           key="algorithm.adv_estimator")
     manager_settings, composes = _manager_settings(values, section, source)
+    _check_estimator_layout(adv_estimator, values["reward_manager"], manager_settings, source)
     settings = Settings(
         **values,
         adv_estimator=adv_estimator,
@@ -366,6 +404,23 @@ def _manager_settings(values: Mapping[str, Any], section: Any, source: str | Non
     if "device" in known and values["device"] == "cpu":
         out.setdefault("device", "cpu")
     return out, composes
+
+
+def _check_estimator_layout(estimator: str, manager: str, manager_settings: Mapping[str, Any],
+                            source: str | None) -> None:
+    """:func:`check_reward_layout` for a rewardsql estimator (verl's declare no layout)."""
+    from rewardsql.api import get_advantage_estimator, get_reward_manager
+    from rewardsql.errors import UnknownComponentError
+
+    try:
+        fn = get_advantage_estimator(estimator)
+    except UnknownComponentError:
+        return  # one of verl's, or unknown: named when the engine resolves it
+    try:
+        cls = get_reward_manager(manager) if manager != "naive" else None
+    except UnknownComponentError:
+        cls = None
+    check_reward_layout(estimator, fn, manager, cls, manager_settings, source=source)
 
 
 def _check_values(s: Settings, source: str | None) -> None:

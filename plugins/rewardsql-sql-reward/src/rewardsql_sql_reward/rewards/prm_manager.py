@@ -99,6 +99,13 @@ class SQLPRMSettings:
                               f"{MANAGER_SETTINGS_KEY}.prm_path", key="prm_path")
 
 
+def outcome_placement_of(settings: SQLPRMSettings) -> str:
+    """The outcome placement in effect: the setting, else all_tokens beside a PRM (a process
+    weight > 0), else last_token."""
+    return settings.outcome_placement or (
+        "all_tokens" if settings.process_weight > 0 else "last_token")
+
+
 def step_end_tokens(tokenizer: Any, token_ids: Sequence[int], steps: Sequence[str]
                     ) -> list[int] | None:
     """The index of the policy token that ends each step, or None when a step is not found.
@@ -180,6 +187,13 @@ class SQLPRMManager(RewardManager):
     needs_tokenizer = True  # `rewardsql plugins check` then hands it a real tokenizer
 
     @classmethod
+    def token_layout(cls, settings: SQLPRMSettings) -> dict[str, Any]:
+        """The placements in effect (an estimator such as ``grpo_min_form`` that reads step
+        scores back from the token rewards needs to know them)."""
+        return {"process_placement": settings.process_placement,
+                "outcome_placement": outcome_placement_of(settings)}
+
+    @classmethod
     def settings_for_weights(cls, config: Mapping[str, Any], weights: Any) -> dict[str, Any]:
         """The weights as settings; the outcome on every token beside a PRM, else on the last."""
         out = dict(config)
@@ -195,8 +209,7 @@ class SQLPRMManager(RewardManager):
             raise ConfigError("sql_prm places rewards on the policy's tokens and needs the "
                               "policy's tokenizer", key="tokenizer")
         s = self.settings
-        self.outcome_placement = s.outcome_placement or (
-            "all_tokens" if s.process_weight > 0 else "last_token")
+        self.outcome_placement = outcome_placement_of(s)
         self.scorer = None
         self.annotation = Annotation()
         if s.process_weight > 0:

@@ -63,6 +63,15 @@ def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path
         assert report[run]["steps"] == 3
         assert report[run]["groups_with_variance"] > 0, report[run]
         assert report[run]["grad_norm_max"] > 0, report[run]
+        # the third step revisits the first step's questions: two updates did not wreck them
+        assert report[run]["reward_mean_last"] >= 0.5 * report[run]["reward_mean_first"], \
+            report[run]
+        assert 0.0 <= report[run]["accuracy_last"] <= 1.0
+    # the process run's PRM score on its own samples, beside their outcome accuracy
+    assert 0.0 < report["grpo_process"]["prm_step_score_last"] < 1.0
+    assert report["grpo"]["prm_step_score_last"] is None  # no PRM in the outcome run
+    # SFT saw the whole small train split: it answers some dev questions it never saw
+    assert report["sft"]["dev_accuracy"] > 0
     assert report["prm"]["positive_steps"] > 0 and report["prm"]["negative_steps"] > 0
     assert report["prm"]["steps"] >= 200 and report["prm"]["train_steps"] >= 1
     assert report["prm"]["steps"] == report["prm"]["positive_steps"] + \
@@ -72,8 +81,8 @@ def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path
     assert best["n"] == 8 and best["questions"] == report["sft"]["dev_count"]
     assert best["accuracy"]["pass@8"] >= max(best["accuracy"]["prm_min"],
                                              best["accuracy"]["majority_vote"])
-    # --quick: 3 steps of 4 prompts, each drawn once (train has 400 prompts)
-    assert report["grpo"]["own_prompts_count"] == min(12, demo.OWN_PROMPTS_EVALUATED)
+    # --quick: 3 steps of 4 prompts, cycling over the first 8 train questions
+    assert report["grpo"]["own_prompts_count"] == demo.QUICK_GRPO_QUESTIONS
     assert report["improvement"] == pytest.approx(
         report["grpo"]["dev_accuracy"] - report["sft"]["dev_accuracy"])
     # the teacher is stated; per-template dev accuracy adds up to the overall figure

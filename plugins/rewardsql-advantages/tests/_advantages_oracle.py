@@ -150,3 +150,39 @@ def min_form(
                 if m[i, t].item() > 0:
                     out[i, t] = (returns[i][t] - mu) / sigma
     return out
+
+
+def process_fallback(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    index: Any,
+    weight_factor: float = 0.5,
+    epsilon: float = 1e-6,
+) -> torch.Tensor:
+    """``grpo_process_fallback`` (README): per group, the weighted-GRPO formula on the outcome
+    parts (each row's smallest reward over its valid tokens) when they differ, this group's rows
+    of :func:`min_form` when they are all equal."""
+    r, m = rewards.double(), mask.double()
+    width = r.shape[1]
+    outcomes = []
+    for i in range(r.shape[0]):
+        valid = [r[i, t].item() for t in range(width) if m[i, t].item() > 0]
+        outcomes.append(min(valid) if valid else 0.0)
+    by_steps = min_form(rewards, mask, index, epsilon)
+    out = torch.zeros_like(r)
+    for members in _groups(index).values():
+        if len(members) < 2:
+            continue
+        values = [outcomes[i] for i in members]
+        lo, hi = min(values), max(values)
+        if hi == lo:
+            for i in members:
+                out[i] = by_steps[i]
+            continue
+        mu, sigma = _mean(values), _std(values)
+        for i in members:
+            w = weight_factor + (1 - weight_factor) * (outcomes[i] - lo) / (hi - lo)
+            scalar = (outcomes[i] - mu) / (sigma + epsilon) * w
+            for t in range(width):
+                out[i, t] = scalar if m[i, t].item() > 0 else 0.0
+    return out

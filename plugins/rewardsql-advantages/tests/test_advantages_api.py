@@ -11,6 +11,7 @@ from _advantages_batches import index_as, random_batch
 from rewardsql_advantages import (
     compute_grpo_min_form_advantage,
     compute_grpo_process_advantage_avg_unique,
+    compute_grpo_process_fallback_advantage,
     compute_token_wise_advantage,
     compute_weighted_grpo_advantage,
 )
@@ -21,12 +22,14 @@ VARIANTS = [
     compute_weighted_grpo_advantage,
     compute_token_wise_advantage,
     compute_grpo_min_form_advantage,
+    compute_grpo_process_fallback_advantage,
 ]
 NAMES = {
     "grpo_process_avg_unique": compute_grpo_process_advantage_avg_unique,
     "grpo_weighted": compute_weighted_grpo_advantage,
     "grpo_token_wise": compute_token_wise_advantage,
     "grpo_min_form": compute_grpo_min_form_advantage,
+    "grpo_process_fallback": compute_grpo_process_fallback_advantage,
 }
 
 

@@ -12,10 +12,17 @@ import numpy as np
 import pytest
 import torch
 from _advantages_batches import Batch, index_as, random_batch
-from _advantages_oracle import min_form, process_avg_unique, token_wise, weighted
+from _advantages_oracle import (
+    min_form,
+    process_avg_unique,
+    process_fallback,
+    token_wise,
+    weighted,
+)
 from rewardsql_advantages import (
     compute_grpo_min_form_advantage,
     compute_grpo_process_advantage_avg_unique,
+    compute_grpo_process_fallback_advantage,
     compute_token_wise_advantage,
     compute_weighted_grpo_advantage,
 )
@@ -25,7 +32,7 @@ from rewardsql_advantages.token_wise import _contiguous_group_size
 RTOL, ATOL = 1e-4, 1e-5
 GROUPINGS = ("ragged", "equal", "equal_shuffled")
 INDEX_KINDS = ("object", "list", "tensor", "int_list")
-ALL = ("process", "weighted", "token_wise", "min_form")
+ALL = ("process", "weighted", "token_wise", "min_form", "fallback")
 
 
 def ours(name: str, b: Batch, index=None, **kwargs) -> torch.Tensor:
@@ -34,6 +41,7 @@ def ours(name: str, b: Batch, index=None, **kwargs) -> torch.Tensor:
         "weighted": compute_weighted_grpo_advantage,
         "token_wise": compute_token_wise_advantage,
         "min_form": compute_grpo_min_form_advantage,
+        "fallback": compute_grpo_process_fallback_advantage,
     }[name]
     index = b.uids if index is None else index
     adv, ret = fn(token_level_rewards=b.rewards, response_mask=b.mask, index=index, **kwargs)
@@ -48,6 +56,8 @@ def reference(name: str, b: Batch, **kwargs) -> torch.Tensor:
         return weighted(b.rewards, b.mask, b.uids, **kwargs)
     if name == "min_form":
         return min_form(b.rewards, b.mask, b.uids, **kwargs)
+    if name == "fallback":
+        return process_fallback(b.rewards, b.mask, b.uids, **kwargs)
     return token_wise(b.rewards, b.mask, b.uids, **kwargs)
 
 
@@ -199,7 +209,7 @@ def test_epsilon_and_weight_factor_reach_the_result(name: str) -> None:
     rng = np.random.default_rng(3)
     b = random_batch(rng, grouping="equal", max_groups=3, max_size=4, max_width=8)
     kwargs = {"epsilon": 0.25}
-    if name == "weighted":
+    if name in ("weighted", "fallback"):
         kwargs["weight_factor"] = 0.1
     assert_matches(name, b, **kwargs)
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rewardsql_advantages import (
     compute_grpo_min_form_advantage,
     compute_grpo_process_advantage_avg_unique,
+    compute_grpo_process_fallback_advantage,
     compute_token_wise_advantage,
     compute_weighted_grpo_advantage,
 )
@@ -21,6 +22,7 @@ VARIANTS = {
     "weighted": compute_weighted_grpo_advantage,
     "token_wise": compute_token_wise_advantage,
     "min_form": compute_grpo_min_form_advantage,
+    "fallback": compute_grpo_process_fallback_advantage,
 }
 # few distinct values, so ties are frequent; above 1 (outcome) and below 0 too
 VALUES = st.sampled_from([0.0, 0.0, 0.0, 0.125, 0.25, 0.5, 0.875, 1.0, 1.5, 1.875, -0.25])

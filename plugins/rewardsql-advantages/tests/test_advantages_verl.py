@@ -29,6 +29,7 @@ SCRIPT = textwrap.dedent(
         "grpo_weighted": "compute_weighted_grpo_advantage",
         "grpo_token_wise": "compute_token_wise_advantage",
         "grpo_min_form": "compute_grpo_min_form_advantage",
+        "grpo_process_fallback": "compute_grpo_process_fallback_advantage",
     }
     looked_up = {}
     for name, alias in PUBLISHED.items():
@@ -80,7 +81,7 @@ SCRIPT = textwrap.dedent(
         )
         data = compute_advantage(data, adv_estimator=name, config=config)
         kwargs = {"epsilon": 1e-4}
-        if name == "grpo_weighted":
+        if name in ("grpo_weighted", "grpo_process_fallback"):  # the two that read it
             kwargs["weight_factor"] = 0.2
         want, _ = getattr(ra, alias)(rewards, mask, uids, **kwargs)
         default, _ = getattr(ra, alias)(rewards, mask, uids)
@@ -109,7 +110,7 @@ def test_verl_registry_and_compute_advantage_use_our_functions() -> None:
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT ") :])
 
-    assert len(result["identity"]) == 8
+    assert len(result["identity"]) == 10  # five names, five aliases
     for label, (same, module, qualname) in result["identity"].items():
         assert same, f"{label} resolves to {module}.{qualname}"
         assert module.startswith("rewardsql_advantages.")

@@ -4,6 +4,7 @@ predicted above chance, the output scores with ``PRMScorer``; config checks and 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,29 @@ def test_auc():
     assert auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
     assert auc([0.5, 0.5], [False, True]) == 0.5
     assert auc([0.2, 0.3], [True, True]) is None
+
+
+def test_steps_past_max_length_are_counted_and_warned_about(tmp_path_factory, data):
+    """Steps that do not fit are left out of training (and will not be scored): the loader
+    counts them against the labelled steps and says so in one warning naming the file."""
+    from rewardsql.training.prm.encode import encode, tag_tokens
+    from rewardsql.training.prm.trainer import _load_examples
+    from transformers import AutoTokenizer
+
+    train, _ = data
+    config = _config(tmp_path_factory, data, "unused", max_length=40)
+    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    tokens = tag_tokens(tokenizer, config.step_tag, config.candidate_tokens)
+    records = read_jsonl(Path(train))
+    kept = [len(encode(tokenizer, r["prompt"], r["annotated_steps"], tokens.tag_id,
+                       max_length=40).tag_positions) for r in records]
+    labelled = sum(len(r["annotated_steps"]) for r in records)
+    assert 0 < sum(kept) < labelled  # the check bites: some steps fit, some do not
+    with pytest.warns(UserWarning, match=rf"{train}: {labelled - sum(kept)} of {labelled} "
+                      r"labelled steps lie past max_length=40"):
+        examples = _load_examples(train, "train_file", config, tokenizer, tokens)
+    assert examples.cut_steps == labelled - sum(kept) and examples.steps == sum(kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing cut at the fixture's own max_length
+        assert _load_examples(train, "train_file", _config(tmp_path_factory, data, "unused"),
+                              tokenizer, tokens).cut_steps == 0

@@ -9,7 +9,12 @@ import pytest
 from _tiny_helpers import PAPER_SFT_CONFIG, TINY_SFT_CONFIG, quick_example, run_cli, tiny_model
 from rewardsql.errors import ConfigError
 from rewardsql.training.sft import SFTConfig
-from rewardsql.training.sft.train import attention_implementation, check_deepspeed, check_device
+from rewardsql.training.sft.train import (
+    _training_arguments,
+    attention_implementation,
+    check_deepspeed,
+    check_device,
+)
 
 BASE = {"model_name_or_path": "m", "train_file": "t.jsonl", "output_dir": "o"}
 
@@ -41,6 +46,7 @@ def test_defaults_and_overrides(tmp_path):
     ({**BASE, "per_device_train_batch_size": 0}, "per_device_train_batch_size", "positive"),
     ({**BASE, "learning_rate": "fast"}, "learning_rate", "non-negative number"),
     ({**BASE, "bf16": "yes"}, "bf16", "true or false"),
+    ({**BASE, "group_by_length": 1}, "group_by_length", "true or false"),
     ({**BASE, "flash_attention": "maybe"}, "flash_attention", '"auto", true or false'),
     ({**BASE, "device": "gpu"}, "device", '"auto", "cpu" or "cuda"'),
     ({**BASE, "lr_scheduler_type": "cosin"}, "lr_scheduler_type", "expected one of"),
@@ -55,6 +61,22 @@ def test_bad_keys_name_the_file_and_key(tmp_path, data, key, message):
         SFTConfig.from_file(path)
     assert info.value.key == key and info.value.source == path
     assert message in str(info.value) and path in str(info.value)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_group_by_length_reaches_the_trainers_sampler(tmp_path, grouped):
+    """transformers' own TrainingArguments get the length-grouped sampler (its 5.x name)."""
+    import transformers
+    from transformers import TrainingArguments
+
+    config = SFTConfig.from_dict({**BASE, "output_dir": str(tmp_path), "device": "cpu",
+                                  "group_by_length": grouped})
+    major = int(transformers.__version__.split(".")[0])
+    args = TrainingArguments(**_training_arguments(config, False, False, major))
+    if major >= 5:
+        assert args.train_sampling_strategy == ("group_by_length" if grouped else "random")
+    else:
+        assert args.group_by_length is grouped
 
 
 def test_overrides_use_the_shared_grammar(tmp_path):

@@ -22,6 +22,7 @@ class PRMExamples:
 
     examples: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0  # records whose first step does not fit max_length
+    cut_steps: int = 0  # labelled steps past max_length (left out, dropped records' included)
     steps: int = 0
     positives: int = 0
 
@@ -71,6 +72,7 @@ def encode_records(records: list[Any], config: PRMConfig, tokenizer: Any, tag_id
         prompt, steps, targets = check_record(record, config, f"{source}, example {number}")
         encoded = encode(tokenizer, prompt, steps, tag_id, max_length=config.max_length)
         n = len(encoded.tag_positions)
+        out.cut_steps += len(steps) - n
         if n == 0:
             out.dropped += 1
             continue

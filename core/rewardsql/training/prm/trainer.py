@@ -12,6 +12,7 @@ annotation settings, so every consumer scores the way the PRM was trained.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class PRMResult(TrainingResult):
     n_steps: int
     positive_steps: int
     dropped: int
+    cut_steps: int = 0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: str | None = None
     attn_implementation: str = "sdpa"
@@ -85,6 +87,12 @@ def _load_examples(path: str, key: str, config: PRMConfig, tokenizer: Any,
     examples = encode_records(read_rows(path, key=key), config, tokenizer, tokens.tag_id, path)
     if not examples.examples:
         raise ConfigError(f"{path}: no example fits max_length={config.max_length}", key=key)
+    if examples.cut_steps:  # silently short inputs made a PRM that never saw later steps
+        total = examples.steps + examples.cut_steps
+        warnings.warn(f"{path}: {examples.cut_steps} of {total} labelled steps lie past "
+                      f"max_length={config.max_length} and are left out (the PRM will not score "
+                      "such steps either): raise max_length, or shorten the execution results "
+                      "(result_rows, result_chars)", stacklevel=2)
     return examples
 
 
@@ -154,6 +162,7 @@ class _PRMRecipe:
             self.evaluations.append(self._evaluate(trainer.model))
         return {"n_examples": len(self.train.examples), "n_steps": self.train.steps,
                 "positive_steps": self.train.positives, "dropped": self.train.dropped,
+                "cut_steps": self.train.cut_steps,
                 "evaluations": self.evaluations}
 
     def extra_files(self, result: PRMResult) -> dict[str, Any]:

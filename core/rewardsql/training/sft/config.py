@@ -49,7 +49,10 @@ class SFTConfig:
     when there is one, a path resumes from that checkpoint, ``None`` starts afresh.
     ``max_steps`` > 0 overrides ``num_train_epochs``. ``deepspeed`` is a DeepSpeed config file or
     an inline mapping. ``device``: ``"auto"`` trains on the GPU when there is one, ``"cpu"`` on the
-    CPU, ``"cuda"`` on the GPU or fails.
+    CPU, ``"cuda"`` on the GPU or fails. ``group_by_length``: batches of examples of about the same
+    length (transformers' length-grouped sampler), so a batch is padded less: faster where
+    lengths vary a lot (a PRM reading steps with their execution results), the same examples per
+    epoch in another order.
     """
 
     model_name_or_path: str
@@ -69,6 +72,7 @@ class SFTConfig:
     lr_scheduler_type: str = "cosine"
     bf16: bool = False
     gradient_checkpointing: bool = False
+    group_by_length: bool = False
     deepspeed: str | dict[str, Any] | None = None
     flash_attention: str | bool = "auto"
     device: str = "auto"
@@ -171,7 +175,7 @@ def _check(key: str, value: Any, source: Any) -> Any:
         if value is not None and (not isinstance(value, str) or not value):
             raise fail("expected a path or null")
         return value
-    if key in ("bf16", "gradient_checkpointing"):
+    if key in ("bf16", "gradient_checkpointing", "group_by_length"):
         if not isinstance(value, bool):
             raise fail("expected true or false")
         return value

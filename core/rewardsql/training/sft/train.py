@@ -404,6 +404,11 @@ def _training_arguments(config: SFTConfig, bf16: bool, has_eval: bool, major: in
         kwargs["warmup_steps"] = config.warmup_ratio
     else:
         kwargs["warmup_ratio"] = config.warmup_ratio
+    if config.group_by_length:  # 5 names the sampler; 4.x has a flag
+        if major >= 5:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+        else:
+            kwargs["group_by_length"] = True
     return kwargs
 
 

@@ -77,6 +77,21 @@ def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path
     assert report["prm"]["steps"] == report["prm"]["positive_steps"] + \
         report["prm"]["negative_steps"]
     assert 0.0 <= report["prm"]["held_out"]["step_accuracy"] <= 1.0
+    # steps past the PRM's max_length are counted (neither trained nor scored)
+    assert 0 <= report["prm"]["train_cut_steps"] < report["prm"]["steps"]
+    # the PRM on the teacher's near-miss steps, in its demonstrations and best-of-8 samples
+    near_miss = report["prm"]["near_miss"]
+    assert set(near_miss) == set(report["teacher"]["near_misses"])
+    for value in near_miss.values():
+        teacher, policy = value["teacher"], value["policy"]
+        assert teacher["near_miss"]["n"] + teacher["near_miss"]["unscored"] > 0
+        for steps, key in ((teacher["near_miss"], "flagged"), (teacher["clean"], "passed"),
+                           (policy["near_miss"], "flagged"), (policy["right_step"], "passed")):
+            assert steps["n"] >= 0 and (steps[key] is None) == (steps["n"] == 0), steps
+            assert steps[key] is None or 0.0 <= steps[key] <= 1.0
+    assert sum(v["policy"]["questions"] for v in near_miss.values()) <= \
+        report["sft"]["dev_count"]
+    assert "PRM flags near-miss in group_having" in proc.stdout
     best = report["best_of_n"]
     assert best["n"] == 8 and best["questions"] == report["sft"]["dev_count"]
     assert best["accuracy"]["pass@8"] >= max(best["accuracy"]["prm_min"],
@@ -95,7 +110,7 @@ def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path
         total = sum(v[stage] * v["n"] for v in per_template.values())
         assert total / report["sft"]["dev_count"] == pytest.approx(report[stage]["dev_accuracy"])
     assert "SFT teacher's near-miss in group_having" in proc.stdout
-    assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "grpo_s",
+    assert set(report["timings"]) >= {"build_s", "sft_s", "sft_eval_s", "near_miss_s", "grpo_s",
                                        "own_prompts_eval_s", "total_s"}
     assert report["settings"]["quick"] is True
     import torch

@@ -8,7 +8,8 @@ best-of-N on dev (``rewardsql rerank``: PRM@N, majority vote, pass@N); GRPO with
 (``sql_verifier``, ``grpo_weighted``) and GRPO with outcome and process rewards (``sql_prm``,
 ``grpo_process_avg_unique``), both on the local engine as ``rewardsql train --engine local``
 plans them; greedy dev accuracy after each. The report states the teacher's near-misses and
-shows dev accuracy per template, so that what each stage fixed is visible.
+shows dev accuracy per template, so that what each stage fixed is visible, and whether the PRM
+flags the steps that carry them (:mod:`rewardsql.demo.near_miss`).
 
 Layout of the output directory::
 
@@ -17,7 +18,9 @@ Layout of the output directory::
     prm/                 labels.jsonl (+ the training / held-out split), model/ (the PRM)
     best_of_n/           per-question JSON, summary.json, prediction files per method
     grpo/, grpo_process/ each GRPO run: metrics.jsonl, dev.jsonl, tensorboard/, final_model/
-    report.json          every figure and timing, the teacher, dev accuracy per template
+    report.json          every figure and timing, the teacher, dev accuracy per template, the
+                         PRM's accuracy on the teacher's near-miss steps (prm.near_miss: in the
+                         demonstrations, and in best-of-N samples that repeat them)
     report.png           reward over GRPO steps (both runs); dev accuracy by stage
     *_rolloutR           the GRPO runs and the report of rollout seed R (``--rollout-seed``)
 """
@@ -68,11 +71,23 @@ QUICK_GRPO: dict[str, Any] = {
 LABEL_QUESTIONS = {"full": 160, "quick": 32}
 LABEL_SETTINGS: dict[str, Any] = {"n": 8, "m": 4, "max_new_tokens": 80, "search": "binary"}
 HELD_OUT_FRACTION = 0.2
+#: The PRM reads each step with its execution result (up to 50 rows, 500 characters: 100-300 of
+#: the tiny tokenizer's tokens), so an answer of three steps needs up to about 1000 tokens: at
+#: 512 the PRM's input lost the later steps of 3 labelled answers in 10 (then neither trained nor
+#: scored), 1024 is the tiny model's limit. Lengths vary from 200 to 1000 tokens, so batches are
+#: grouped by length, which pads less (measurements in docs/results.md).
 PRM_TRAIN: dict[str, Any] = {"learning_rate": 1e-3, "num_train_epochs": 2,
-                             "per_device_train_batch_size": 8, "max_length": 512,
-                             "warmup_ratio": 0.1, "logging_steps": 10, "save_steps": 100_000,
-                             "resume_from_checkpoint": "auto", "report_to": "none"}
+                             "per_device_train_batch_size": 8, "max_length": 1024,
+                             "group_by_length": True, "warmup_ratio": 0.1, "logging_steps": 10,
+                             "save_steps": 100_000, "resume_from_checkpoint": "auto",
+                             "report_to": "none"}
 BEST_OF_N = 8
+#: The best-of-N pick the demo reports as PRM@N: ``rewardsql rerank``'s ``prm_vote``, the answer
+#: whose result the candidates' PRM scores (``min`` over steps) back most in sum. Samples of the
+#: tiny policy at temperature 1 repeat one another's results often (and its mistakes differ), so
+#: agreement weighted by the PRM picks better than the PRM's single best candidate on every data
+#: seed measured (docs/results.md).
+BEST_OF_N_PICK = "prm_vote"
 #: GRPO with process rewards: the sql_prm manager's PRM weight beside the outcome's 1.0, and
 #: each step's score on every token of the step (``fill``, the published placement): with
 #: ``grpo_process_avg_unique`` a wrong answer's tokens are then pushed down by how bad their
@@ -170,6 +185,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "rewardsql-sql-reward (from a checkout: pip install -e plugins/rewardsql-sql-reward)")
     import torch
 
+    from rewardsql.demo.near_miss import near_miss_report
     from rewardsql.demo.tiny import build_example, build_tiny_model
     from rewardsql.training.launcher import launch
     from rewardsql.training.local.local import evaluate_model
@@ -231,6 +247,10 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     best = best_of_n(example, sft_dir, prm["model_dir"], output_dir / "best_of_n", dev_n,
                      seed=seed, device=device)
     t = lap("best_of_n_s", t)
+    echo("the PRM on the teacher's near-miss steps (demonstrations, best-of-N samples)")
+    near_misses = near_miss_report(example, Path(prm["model_dir"]),
+                                   output_dir / "best_of_n" / "questions.jsonl", device=device)
+    t = lap("near_miss_s", t)
 
     echo(f"[7/8] GRPO, outcome rewards ({plan.estimator.name}, {plan.reward_manager.name})")
     run = launch.run_local(plan)
@@ -274,7 +294,7 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "steps": sft.steps,
             "model_dir": str(sft_dir),
         },
-        "prm": {**labels, **prm},
+        "prm": {**labels, **prm, "near_miss": near_misses},
         "best_of_n": best,
         "grpo": _grpo_report(run, steps, before.accuracy) | {
             "own_prompts_accuracy": own_after.accuracy,
@@ -283,7 +303,8 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
             "process_weight": PROCESS_WEIGHT, "process_placement": PROCESS_PLACEMENT},
         "improvement": after - before.accuracy,
         "improvement_process": after_process - before.accuracy,
-        "improvement_best_of_n": best["accuracy"]["prm_min"] - best["accuracy"]["greedy"],
+        "improvement_best_of_n": (best["accuracy"][BEST_OF_N_PICK]
+                                  - best["accuracy"]["greedy"]),
         "timings": timings,
         "settings": {
             "quick": quick,
@@ -372,35 +393,39 @@ def label_steps(example: Any, policy_dir: Path, out_dir: Path, *, scale: str, se
             "label_seconds": round(time.perf_counter() - started, 2)}
 
 
-def train_prm(init_dir: Path, labels: dict[str, Any], out_dir: Path, *, device: str
-              ) -> dict[str, Any]:
-    """``rewardsql rm train``'s work: the PRM, from the SFT model, on the training labels; its
-    held-out step accuracy, first-error accuracy and AUC."""
+def train_prm(init_dir: Path, labels: dict[str, Any], out_dir: Path, *, device: str,
+              overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``rewardsql rm train``'s work: the PRM, from the SFT model, on the training labels
+    (``PRM_TRAIN``, then ``overrides``); its held-out step accuracy, first-error accuracy and
+    AUC."""
     from rewardsql.training.prm.config import PRMConfig
     from rewardsql.training.prm.trainer import run_prm
 
     config = PRMConfig.from_dict({
         **PRM_TRAIN, "model_name_or_path": str(init_dir), "train_file": labels["labels_train"],
         "eval_file": labels["labels_held_out"], "output_dir": str(out_dir / "model"),
-        "device": device})
+        "device": device, **(overrides or {})})
     result = run_prm(config)
     held_out = result.evaluations[-1] if result.evaluations else {}
     return {"model_dir": str(result.output_dir), "train_steps": result.steps,
-            "train_examples": result.n_examples, "train_loss_first": result.first_loss,
+            "train_examples": result.n_examples, "train_cut_steps": result.cut_steps,
+            "train_loss_first": result.first_loss,
             "train_loss_final": result.final_loss, "held_out": held_out}
 
 
 def best_of_n(example: Any, policy_dir: Path, prm_dir: str, out_dir: Path, count: int, *,
-              seed: int, device: str) -> dict[str, Any]:
+              seed: int, device: str, temperature: float = 1.0) -> dict[str, Any]:
     """``rewardsql rerank``'s work on the first ``count`` dev questions: N samples of the SFT
-    policy each, picked by the PRM (and by vote), beside greedy and pass@N."""
+    policy each (at ``temperature``), picked by the PRM (and by vote), beside greedy and
+    pass@N."""
     from rewardsql_sql_reward.prm.policy import Policy, load_questions
     from rewardsql_sql_reward.prm.rerank import RerankSettings, run_rerank
 
     questions = load_questions(example.dev_parquet, example.db_root)[:count]
     settings = RerankSettings(n=BEST_OF_N, max_new_tokens=LABEL_SETTINGS["max_new_tokens"],
-                              seed=seed)
-    policy = Policy(policy_dir, device=device, max_new_tokens=settings.max_new_tokens)
+                              seed=seed, temperature=temperature)
+    policy = Policy(policy_dir, device=device, temperature=temperature,
+                    max_new_tokens=settings.max_new_tokens)
     summary = run_rerank(questions, example.db_root, Path(prm_dir), out_dir, settings,
                          policy=policy, device=device, progress=False)
     return {"n": BEST_OF_N, "questions": summary["questions"],
@@ -424,7 +449,7 @@ def _per_template(dev_json: Path, sft: list[float], grpo: list[float], grpo_proc
 
 #: The bars of the report's plot: (label, where the figure is in the report).
 STAGES = (("SFT\n(greedy)", ("sft", "dev_accuracy")),
-          (f"PRM@{BEST_OF_N}\n(min)", ("best_of_n", "accuracy", "prm_min")),
+          (f"PRM@{BEST_OF_N}\n(PRM-weighted vote)", ("best_of_n", "accuracy", BEST_OF_N_PICK)),
           (f"majority\n@{BEST_OF_N}", ("best_of_n", "accuracy", "majority_vote")),
           ("GRPO\noutcome", ("grpo", "dev_accuracy")),
           ("GRPO outcome\n+ process", ("grpo_process", "dev_accuracy")))
@@ -486,6 +511,12 @@ def plot_report(report: Mapping[str, Any], runs: Mapping[str, list[dict[str, Any
     plt.close(fig)
 
 
+def _flagged(steps: Mapping[str, Any]) -> str:
+    """A near-miss figure of the summary: the share flagged (of the scored steps of all)."""
+    share = "-" if steps["flagged"] is None else f"{steps['flagged']:.2f}"
+    return f"{share} ({steps['n']} of {steps['n'] + steps['unscored']})"
+
+
 def summary_table(report: Mapping[str, Any]) -> str:
     """The printed summary: the teacher, accuracy per stage, the PRM, where the time went."""
     t = report["timings"]
@@ -506,6 +537,9 @@ def summary_table(report: Mapping[str, Any]) -> str:
         ("PRM labels: steps (+ / -)",
          f"{prm['steps']} ({prm['positive_steps']} / {prm['negative_steps']})"),
         ("PRM held-out step accuracy", f"{held.get('step_accuracy', float('nan')):.3f}"),
+        *[(f"PRM flags near-miss in {name}: teacher / samples",
+           f"{_flagged(v['teacher']['near_miss'])} / {_flagged(v['policy']['near_miss'])}")
+          for name, v in prm.get("near_miss", {}).items()],
         ("GRPO's own prompts: SFT -> GRPO outcome",
          f"{report['sft']['own_prompts_accuracy']:.3f} -> "
          f"{report['grpo']['own_prompts_accuracy']:.3f}"),

@@ -10,13 +10,17 @@ Because the mistakes belong to templates, not to values, fixing them carries ove
 
 The gold SQL of every split (``query``: rewards, labels, every evaluation) is always correct;
 only ``sft_train.jsonl``'s assistant turns, and ``train.json``'s ``demonstration``, carry them.
+
+Each near-miss can also be found again (:meth:`NearMiss.step`): the step of a demonstration, or of
+a policy's sample, that carries it. The teacher knows where its mistakes are, so the demo reports
+whether the PRM flags those steps (:mod:`rewardsql.demo.near_miss`).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: Share of a planted template's train demonstrations that carry its near-miss.
@@ -25,12 +29,19 @@ TEACHER_ERROR_RATE = 0.65
 
 @dataclass(frozen=True)
 class NearMiss:
-    """One systematic mistake of the teacher, in one template."""
+    """One systematic mistake of the teacher, in one template: ``apply`` plants it in gold SQL,
+    ``detect`` finds the wrong form in any SQL (and never the template's gold form)."""
 
     template: str
     kind: str
     description: str
     apply: Callable[[str], str]
+    detect: re.Pattern[str]
+
+    def step(self, steps: Sequence[str]) -> int | None:
+        """The index of the first of ``steps`` (CoCTE steps of one SQL) that carries the
+        near-miss, or None."""
+        return next((k for k, step in enumerate(steps) if self.detect.search(step)), None)
 
 
 def _once(pattern: str, replacement: str) -> Callable[[str], str]:
@@ -43,17 +54,24 @@ def _once(pattern: str, replacement: str) -> Callable[[str], str]:
     return apply
 
 
+# ``detect`` patterns allow any spacing (a policy's sample need not space as the teacher does)
+# and catch the mistake, not only the teacher's spelling of it: an implied ascending order is the
+# same wrong order, and any COUNT(DISTINCT ...) in these counts is the same wrong count. The
+# gold form of the template never matches (tests/demo/test_near_miss.py).
 NEAR_MISSES: dict[str, NearMiss] = {m.template: m for m in (
     NearMiss("group_having", "strict_comparison",
              "'at least k' written as HAVING COUNT(*) > k",
-             _once(r"HAVING COUNT\(\*\) >= ", "HAVING COUNT(*) > ")),
+             _once(r"HAVING COUNT\(\*\) >= ", "HAVING COUNT(*) > "),
+             re.compile(r"HAVING\s+COUNT\(\s*\*\s*\)\s*>(?!=)")),
     NearMiss("top_total", "wrong_order",
              "'highest total' ordered ascending (ORDER BY total ASC)",
-             _once(r"ORDER BY totals\.total DESC", "ORDER BY totals.total ASC")),
+             _once(r"ORDER BY totals\.total DESC", "ORDER BY totals.total ASC"),
+             re.compile(r"ORDER\s+BY\s+totals\.total\b(?!\s+DESC\b)")),
     NearMiss("having_children", "count_distinct",
              "children counted with COUNT(DISTINCT fk) instead of COUNT(*)",
              _once(r"counts AS \(SELECT (\w+), COUNT\(\*\) AS n",
-                   r"counts AS (SELECT \1, COUNT(DISTINCT \1) AS n")),
+                   r"counts AS (SELECT \1, COUNT(DISTINCT \1) AS n"),
+             re.compile(r"COUNT\(\s*DISTINCT\b")),
 )}
 
 

@@ -57,16 +57,19 @@ def accuracy_at(out: Path, report: dict[str, Any], temperature: float, prm: str
                      temperature=temperature)["accuracy"]
 
 
-def any_report(out: Path, seed: int, threads: int | None) -> dict[str, Any]:
+def any_report(out: Path, seed: int, threads: int | None, any_prm: bool) -> dict[str, Any]:
     """A full-scale report of data seed ``seed`` in ``out``, whatever its rollout seed (the
-    stages before GRPO are the data seed's); the demo is run when there is none."""
+    stages before GRPO are the data seed's), with the demo's PRM settings unless ``any_prm``;
+    the demo is run when there is none."""
     from grpo_seeds import report_of
+    from rewardsql.demo.pipeline import prm_train_settings
     from rewardsql.training.cpu_math import describe_cpu_math
 
     for path in sorted(out.glob("report*.json")):
         report = json.loads(path.read_text())
         if (report["environment"]["cpu_math"] == describe_cpu_math()
-                and not report["settings"]["quick"]):
+                and not report["settings"]["quick"]
+                and (any_prm or report["settings"]["prm_train"] == prm_train_settings(False))):
             return report
     return report_of(out, seed, seed, False, threads, False)
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     cells: dict[tuple[int, str, float], dict[str, float]] = {}
     for seed in args.data_seed:
         out = args.output_dir / f"data-seed{seed}"
-        report = any_report(out, seed, threads)
+        report = any_report(out, seed, threads, any_prm="demo" not in args.prm)
         for prm, temperature in settings:
             cells[seed, prm, temperature] = accuracy_at(out, report, temperature, prm)
 

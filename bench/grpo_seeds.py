@@ -45,10 +45,11 @@ MAX_DEMO_S = 15 * 60
 
 
 def report_of(out: Path, seed: int, rollout: int, quick: bool, threads: int | None,
-              fresh: bool) -> dict[str, Any]:
+              fresh: bool, *, any_prm: bool = False) -> dict[str, Any]:
     """The demo's report for (``seed``, ``rollout``): read back when a matching run is there,
-    else run it."""
-    from rewardsql.demo.pipeline import PRM_TRAIN, REPORT_JSON, rollout_suffix, run_demo
+    else run it. ``any_prm``: a report made with other PRM settings matches too (for a bench
+    that brings its own PRM and reads only the SFT model and the outcome run)."""
+    from rewardsql.demo.pipeline import REPORT_JSON, prm_train_settings, rollout_suffix, run_demo
     from rewardsql.training.cpu_math import describe_cpu_math
 
     suffix = rollout_suffix(seed, rollout)
@@ -57,7 +58,7 @@ def report_of(out: Path, seed: int, rollout: int, quick: bool, threads: int | No
         report = json.loads(path.read_text())
         if (report["environment"]["cpu_math"] == describe_cpu_math()
                 and report["settings"]["quick"] == quick
-                and report["settings"]["prm_train"] == PRM_TRAIN):  # else a PRM of other settings
+                and (any_prm or report["settings"]["prm_train"] == prm_train_settings(quick))):
             print(f"data seed {seed}, rollout seed {rollout}: reusing {path}", flush=True)
             return report
     print(f"data seed {seed}: rewardsql demo --seed {seed} --rollout-seed {rollout} "

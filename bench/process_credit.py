@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.data_seed:
         out = args.output_dir / f"data-seed{seed}"
         for rollout in args.rollout_seed or [seed]:
-            report = report_of(out, seed, rollout, False, threads, False)
+            report = report_of(out, seed, rollout, False, threads, False,
+                               any_prm=args.prm != "demo")
             runs = {"sum-form": report["grpo_process"]["dev_accuracy"]}
             for variant in args.variant:
                 runs[variant] = variant_run(out, report, variant, rollout,

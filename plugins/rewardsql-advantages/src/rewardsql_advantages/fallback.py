@@ -27,11 +27,11 @@ from rewardsql_advantages._common import (
     check_rewards,
     config_value,
     group_index,
-    group_stats,
     pick_mask,
     stat_dtype,
 )
 from rewardsql_advantages.min_form import REWARD_LAYOUT, _min_form
+from rewardsql_advantages.weighted import weighted_scalars
 
 
 def compute_grpo_process_fallback_advantage(
@@ -85,13 +85,10 @@ def compute_grpo_process_fallback_advantage(
         valid = mask > 0 if mask.dtype != torch.bool else mask
         outcome = torch.where(valid, r, float("inf")).amin(dim=1)
         outcome = torch.where(torch.isinf(outcome), 0.0, outcome)
-        stats = group_stats(outcome, groups)
-        spread = stats.high - stats.low
-        weight = torch.where(spread > 0, wf + (1 - wf) * (outcome - stats.low) / spread, 1.0)
-        scalar = torch.where(stats.size > 1, stats.centered / (stats.std + eps) * weight, 0.0)
+        scalar, differ = weighted_scalars(outcome, groups, wf, eps)
         by_outcome = scalar.unsqueeze(1) * valid
         by_steps = _min_form(r, mask, groups, eps)
-        out = torch.where((spread > 0).unsqueeze(1), by_outcome, by_steps).to(rewards.dtype)
+        out = torch.where(differ.unsqueeze(1), by_outcome, by_steps).to(rewards.dtype)
         return out, out
 
 

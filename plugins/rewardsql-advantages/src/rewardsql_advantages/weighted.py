@@ -12,6 +12,7 @@ from rewardsql_advantages._common import (
     DEFAULT_WEIGHT_FACTOR,
     EPSILON_KEY,
     WEIGHT_FACTOR_KEY,
+    Groups,
     check_rewards,
     config_value,
     group_index,
@@ -62,10 +63,19 @@ def compute_weighted_grpo_advantage(
         return empty, empty
     with torch.no_grad():
         scores = rewards.sum(dim=-1, dtype=stat_dtype(rewards.dtype))
-        stats = group_stats(scores, groups)
-        spread = stats.high - stats.low
-        weight = torch.where(spread > 0, wf + (1 - wf) * (scores - stats.low) / spread, 1.0)
-        scalar = torch.where(stats.size > 1, stats.centered / (stats.std + eps) * weight, 0.0)
+        scalar, _ = weighted_scalars(scores, groups, wf, eps)
         out = torch.empty(rewards.shape, dtype=rewards.dtype, device=rewards.device)
         torch.mul(scalar.unsqueeze(1), mask, out=out)
         return out, out
+
+
+def weighted_scalars(scores: torch.Tensor, groups: Groups, wf: float, eps: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's weighted-GRPO advantage from its score, and whether its group's scores
+    differ (where they do not, or in a group of one, the advantage is 0)."""
+    import torch  # on use: loading the plugin (every CLI start) stays light
+    stats = group_stats(scores, groups)
+    spread = stats.high - stats.low
+    weight = torch.where(spread > 0, wf + (1 - wf) * (scores - stats.low) / spread, 1.0)
+    scalar = torch.where(stats.size > 1, stats.centered / (stats.std + eps) * weight, 0.0)
+    return scalar, spread > 0

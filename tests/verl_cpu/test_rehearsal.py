@@ -88,8 +88,9 @@ def test_the_prm_trains_on_the_labels_from_the_sft_model(rehearsal: tuple[Path, 
     assert result["n_examples"] + result["dropped"] == len(labelled)
     steps = sum(len(r["labels"]) for r in labelled)
     positive = sum(r["labels"].count("+") for r in labelled)
-    # (steps past max_length are cut)
-    assert 0 < result["n_steps"] <= steps and result["positive_steps"] <= positive
+    # steps past max_length are cut, and counted
+    assert result["n_steps"] > 0 and result["n_steps"] + result["cut_steps"] == steps
+    assert result["positive_steps"] <= positive
     assert result["evaluations"], result  # on the held-out labels
     config = json.loads((prm / "rm_config.json").read_text())
     assert config["model_name_or_path"] == str(work / "checkpoints" / "cocte_model")

@@ -61,15 +61,11 @@ def any_report(out: Path, seed: int, threads: int | None, any_prm: bool) -> dict
     """A full-scale report of data seed ``seed`` in ``out``, whatever its rollout seed (the
     stages before GRPO are the data seed's), with the demo's PRM settings unless ``any_prm``;
     the demo is run when there is none."""
-    from grpo_seeds import report_of
-    from rewardsql.demo.pipeline import prm_train_settings
-    from rewardsql.training.cpu_math import describe_cpu_math
+    from grpo_seeds import report_of, reusable
 
     for path in sorted(out.glob("report*.json")):
         report = json.loads(path.read_text())
-        if (report["environment"]["cpu_math"] == describe_cpu_math()
-                and not report["settings"]["quick"]
-                and (any_prm or report["settings"]["prm_train"] == prm_train_settings(False))):
+        if reusable(report, False, any_prm):
             return report
     return report_of(out, seed, seed, False, threads, False)
 

@@ -44,21 +44,29 @@ WORST_PAIR = -0.03
 MAX_DEMO_S = 15 * 60
 
 
+def reusable(report: dict[str, Any], quick: bool, any_prm: bool = False) -> bool:
+    """Whether a demo report can stand for a run now: the same CPU math and scale, and the same
+    PRM settings unless ``any_prm``."""
+    from rewardsql.demo.pipeline import prm_train_settings
+    from rewardsql.training.cpu_math import describe_cpu_math
+
+    return (report["environment"]["cpu_math"] == describe_cpu_math()
+            and report["settings"]["quick"] == quick
+            and (any_prm or report["settings"]["prm_train"] == prm_train_settings(quick)))
+
+
 def report_of(out: Path, seed: int, rollout: int, quick: bool, threads: int | None,
               fresh: bool, *, any_prm: bool = False) -> dict[str, Any]:
     """The demo's report for (``seed``, ``rollout``): read back when a matching run is there,
     else run it. ``any_prm``: a report made with other PRM settings matches too (for a bench
     that brings its own PRM and reads only the SFT model and the outcome run)."""
-    from rewardsql.demo.pipeline import REPORT_JSON, prm_train_settings, rollout_suffix, run_demo
-    from rewardsql.training.cpu_math import describe_cpu_math
+    from rewardsql.demo.pipeline import REPORT_JSON, rollout_suffix, run_demo
 
     suffix = rollout_suffix(seed, rollout)
     path = out / f"{Path(REPORT_JSON).stem}{suffix}.json"
     if not fresh and path.is_file():
         report = json.loads(path.read_text())
-        if (report["environment"]["cpu_math"] == describe_cpu_math()
-                and report["settings"]["quick"] == quick
-                and (any_prm or report["settings"]["prm_train"] == prm_train_settings(quick))):
+        if reusable(report, quick, any_prm):
             print(f"data seed {seed}, rollout seed {rollout}: reusing {path}", flush=True)
             return report
     print(f"data seed {seed}: rewardsql demo --seed {seed} --rollout-seed {rollout} "

@@ -482,3 +482,37 @@ def test_shipped_rm_config_is_valid_json_with_the_rewardsql_settings() -> None:
     config = json.loads(SHIPPED_RM.read_text())
     assert config["model_name_or_path"] == "Qwen/Qwen2.5-Coder-7B-Instruct"
     assert config["step_tag"] == " и " and config["candidate_tokens"] == ["+", "-"]
+
+
+def test_tensorboard_logs_go_to_the_output_dir(full_batch: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """verl's default (``tensorboard_log/PROJECT/EXPERIMENT`` under the worker's working
+    directory) is replaced by OUT/tensorboard, unless the shell or the config names one."""
+    monkeypatch.delenv("TENSORBOARD_DIR", raising=False)
+    out = tmp_path / "out"
+    result = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o", str(out),
+                   "--dry-run")
+    assert result.exit_code == 0, result.output
+    env = resolved(out)["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]
+    assert env["TENSORBOARD_DIR"] == str(out.resolve() / "tensorboard")
+    assert f"TENSORBOARD_DIR={out.resolve() / 'tensorboard'}" in result.output
+
+    mine = tmp_path / "mine"
+    named = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o",
+                  str(tmp_path / "named"), "--dry-run",
+                  f"+ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR={mine}")
+    assert named.exit_code == 0, named.output
+    env = resolved(tmp_path / "named")["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]
+    assert env["TENSORBOARD_DIR"] == str(mine)
+
+    monkeypatch.setenv("TENSORBOARD_DIR", str(mine))
+    shell = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o",
+                  str(tmp_path / "shell"), "--dry-run")
+    assert shell.exit_code == 0, shell.output
+    runtime_env = resolved(tmp_path / "shell")["ray_kwargs"]["ray_init"]["runtime_env"]
+    assert "TENSORBOARD_DIR" not in runtime_env.get("env_vars", {})  # workers inherit the shell's
+
+    console = train("--config", str(SHIPPED_GRPO), "--data-path", str(full_batch), "-o",
+                    str(tmp_path / "console"), "--dry-run", "trainer.logger=[console]")
+    assert console.exit_code == 0, console.output
+    assert "TENSORBOARD_DIR" not in console.output

@@ -10,6 +10,7 @@ config's ``algorithm.adv_estimator``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,8 @@ def build_plan(options: TrainOptions) -> TrainPlan:
         from rewardsql.training.verl_cpu import CPU_ENV
 
         env_vars.update(CPU_ENV)
+    if options.engine == "verl":
+        env_vars.update(tensorboard_dir(config))
     for name, value in env_vars.items():
         set_key(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{name}", value)
     if verl_cpu:  # after the overrides: only what is still unset
@@ -194,6 +197,28 @@ def build_plan(options: TrainOptions) -> TrainPlan:
             f"data.train_files: {rows} rows, fewer than data.train_batch_size={batch}: verl "
             "drops the incomplete batch, so no training step would run")
     return plan
+
+
+#: Where verl's ``tensorboard`` logger writes, inside the run's output directory.
+TENSORBOARD_SUBDIR = "tensorboard"
+
+
+def tensorboard_dir(config: Any) -> dict[str, str]:
+    """``TENSORBOARD_DIR`` for verl's Ray processes: the run's ``OUT/tensorboard``.
+
+    verl's default is ``tensorboard_log/PROJECT/EXPERIMENT`` under its worker's working
+    directory, wherever the launch happened, so runs of one config mix there. Empty when the
+    config does not log to tensorboard, or when the launching shell or the config's Ray runtime
+    env already names the directory (theirs wins).
+    """
+    loggers = _select(config, "trainer.logger") or []
+    if isinstance(loggers, str):
+        loggers = [loggers]
+    named = _select(config, "ray_kwargs.ray_init.runtime_env.env_vars") or {}
+    if "tensorboard" not in loggers or "TENSORBOARD_DIR" in {*os.environ, *named}:
+        return {}
+    output = Path(str(_select(config, "trainer.default_local_dir")))
+    return {"TENSORBOARD_DIR": str(output / TENSORBOARD_SUBDIR)}
 
 
 #: The micro-batch sizes verl requires (unless dynamic batch sizes are on): the per-device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -325,3 +326,10 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
         time.sleep(0.002)
     proc.kill()
     pytest.fail(f"no {what} within {limit} s")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts, or a URL that must refuse)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

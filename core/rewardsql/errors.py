@@ -21,6 +21,12 @@ class RewardSQLError(Exception):
     exit_code: int = 1
 
 
+class RewardSQLWarning(UserWarning):
+    """Something a person should look at that does not stop the work (steps cut off, a
+    fallback taken). The CLI prints it as one line, ``warning: <message>``, without Python's
+    ``file:line: UserWarning:`` prefix; a library caller filters or records it as any warning."""
+
+
 class ConfigError(RewardSQLError):
     """A config file, option or value is missing, malformed or not allowed.
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _tiny_helpers import REPO, read_jsonl, run_cli, tiny_model
 from _train_helpers import prm_records
-from rewardsql.errors import ConfigError
+from rewardsql.errors import ConfigError, RewardSQLWarning
 from rewardsql.training.prm import PRMScorer
 from rewardsql.training.prm.config import PRMConfig
 from rewardsql.training.prm.metrics import auc, prm_metrics
@@ -148,7 +148,7 @@ def test_steps_past_max_length_are_counted_and_warned_about(tmp_path_factory, da
                        max_length=40).tag_positions) for r in records]
     labelled = sum(len(r["annotated_steps"]) for r in records)
     assert 0 < sum(kept) < labelled  # the check bites: some steps fit, some do not
-    with pytest.warns(UserWarning, match=rf"{train}: {labelled - sum(kept)} of {labelled} "
+    with pytest.warns(RewardSQLWarning, match=rf"{train}: {labelled - sum(kept)} of {labelled} "
                       r"labelled steps lie past max_length=40"):
         examples = _load_examples(train, "train_file", config, tokenizer, tokens)
     assert examples.cut_steps == labelled - sum(kept) and examples.steps == sum(kept)
@@ -156,3 +156,17 @@ def test_steps_past_max_length_are_counted_and_warned_about(tmp_path_factory, da
         warnings.simplefilter("error")  # nothing cut at the fixture's own max_length
         assert _load_examples(train, "train_file", _config(tmp_path_factory, data, "unused"),
                               tokenizer, tokens).cut_steps == 0
+
+
+def test_the_command_says_the_cut_in_one_line(tmp_path_factory, tmp_path, data):
+    """``rm train`` prints rewardsql's warnings as ``warning: ...``, without Python's
+    ``file:line: UserWarning:`` prefix."""
+    config = _config(tmp_path_factory, data, tmp_path / "prm", max_length=40, max_steps=1,
+                     eval_file=None)
+    path = tmp_path / "rm.json"
+    path.write_text(json.dumps(config.to_dict()))
+    result = run_cli("rm", "train", "--config", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    cut = [line for line in result.stderr.splitlines() if "labelled steps lie past" in line]
+    assert len(cut) == 1 and cut[0].startswith(f"warning: {data[0]}: "), result.stderr[-3000:]
+    assert "UserWarning" not in result.stderr

@@ -16,6 +16,7 @@ from _train_helpers import (
     SHIPPED_GRPO,
     SHIPPED_GRPO_PRM,
     build_spider_fixture,
+    free_port,
     write_prepared_parquet,
 )
 from rewardsql.cli import app
@@ -157,17 +158,9 @@ def test_min_form_refuses_rewards_it_cannot_read(prm: Path, data: Path, tmp_path
     assert (f"'{key}'" if "." in key else f"'rewardsql.reward_manager.{key}'") in line
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_an_unreachable_prm_url_is_one_line_at_dry_run(prm: Path, data: Path,
                                                        tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     line = _one_line_error(_train(_config(tmp_path, prm), data, tmp_path / "o",
                                   f"+rewardsql.reward_manager.prm_url={url}"))
     assert "rewardsql.reward_manager.prm_url" in line

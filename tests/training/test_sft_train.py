@@ -103,6 +103,17 @@ def test_resume_continues_from_the_newest_checkpoint(tmp_path_factory, tmp_path)
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert logged[0] == 1 and logged[-1] == 6  # one history, continued, not restarted
+    # max_steps may change between a run and its resume (above); what the weights learn from
+    # may not: another learning rate or seed is refused in one line, nothing touched
+    recorded = json.loads((out / sft_train.CHECKPOINT_SETTINGS).read_text())
+    assert recorded["learning_rate"] == 3e-3 and "max_steps" not in recorded
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ConfigError, match=r"holds checkpoints of a run with other settings "
+                       r"\(learning_rate 0\.003 -> 0\.001; seed 0 -> 1\)") as info:
+        run_sft(_config(tmp_path_factory, out, max_steps=8, save_steps=2, learning_rate=1e-3,
+                        seed=1, save_total_limit=None, resume_from_checkpoint="auto"))
+    assert info.value.key == "output_dir"
+    assert sorted(p.name for p in out.iterdir()) == before
     with pytest.raises(ConfigError, match="no such checkpoint directory"):
         run_sft(_config(tmp_path_factory, out, resume_from_checkpoint=str(tmp_path / "none")))
 

@@ -22,18 +22,12 @@ from pathlib import Path
 
 import pytest
 from _tiny_helpers import quick_example, read_jsonl, tiny_model
-from _train_helpers import PRM_PROMPT, prm_records
+from _train_helpers import PRM_PROMPT, free_port, prm_records
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                 reason="vLLM's CPU build is not installed (nox -s verl_cpu)")
 
 READY_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve(prm: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -90,7 +84,7 @@ def prm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(prm: Path, tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     process = _serve(prm, port, log)
     yield f"http://127.0.0.1:{port}", process, log
@@ -195,7 +189,7 @@ def test_an_unreachable_server_is_one_line_naming_the_url(prm: Path, rerank_inpu
     from rewardsql.training.prm import open_scorer
     from rewardsql.training.prm.served import PRMServerError
 
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(PRMServerError, match=f"the PRM server at {url} does not answer"):
         open_scorer(prm, url=url)
     result = _rerank(prm, rerank_inputs, tmp_path / "out", "--prm-url", url)
@@ -254,7 +248,7 @@ def test_a_killed_server_fails_the_call_and_sigterm_leaves_no_process(
         prm: Path, tmp_path: Path) -> None:
     from rewardsql.training.prm.served import PRMServerError, ServedPRMScorer
 
-    port = _free_port()
+    port = free_port()
     process = _serve(prm, port, tmp_path / "serve.log")
     children = _descendants(process.pid)
     assert children  # vLLM's API server and its engine core

@@ -12,6 +12,8 @@ nowhere else.
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +21,7 @@ from typer.core import TyperGroup
 
 import rewardsql
 from rewardsql.components import ComponentKind
-from rewardsql.errors import RewardSQLError, broken_import_error
+from rewardsql.errors import RewardSQLError, RewardSQLWarning, broken_import_error
 from rewardsql.registry import get_registry
 
 
@@ -91,7 +93,9 @@ class _ReportingGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # restores Python's own display afterwards
+                warnings.showwarning = _one_line_warnings(warnings.showwarning)
+                return super().invoke(ctx)
         except RewardSQLError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -101,6 +105,20 @@ class _ReportingGroup(TyperGroup):
                 raise
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(error.exit_code) from None
+
+
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """``show`` (``warnings.showwarning``) with rewardsql's own warnings as one line,
+    ``warning: ...``; any other warning is shown as before."""
+
+    def show_warning(message: Warning | str, category: type[Warning], *args: Any,
+                     **kwargs: Any) -> None:
+        if issubclass(category, RewardSQLWarning):
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return show_warning
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewardsql.errors import ConfigError
+from rewardsql.errors import ConfigError, RewardSQLWarning
 from rewardsql.training.prm.config import PRMConfig
 from rewardsql.training.prm.data import PRMCollator, PRMExamples, encode_records
 from rewardsql.training.prm.encode import Encoded, TagTokens, tag_tokens
@@ -92,7 +92,8 @@ def _load_examples(path: str, key: str, config: PRMConfig, tokenizer: Any,
         warnings.warn(f"{path}: {examples.cut_steps} of {total} labelled steps lie past "
                       f"max_length={config.max_length} and are left out (the PRM will not score "
                       "such steps either): raise max_length, or shorten the execution results "
-                      "(result_rows, result_chars)", stacklevel=2)
+                      "(result_rows, result_chars)", RewardSQLWarning,
+                      stacklevel=2)
     return examples
 
 

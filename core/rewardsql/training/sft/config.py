@@ -34,6 +34,13 @@ class LoraSettings:
 
 
 #: Values of ``device`` (SFT's key and ``rewardsql demo --device``).
+#: Settings a checkpoint may be resumed with other values of: where and how the run is carried
+#: out and for how long, not what it learns from or how (``resume_from_checkpoint: auto``
+#: refuses a checkpoint whose run differs in any other key).
+RESUMABLE_WITH_OTHER = frozenset({
+    "output_dir", "eval_file", "per_device_eval_batch_size", "max_steps", "num_train_epochs",
+    "gradient_checkpointing", "deepspeed", "flash_attention", "device", "report_to",
+    "logging_steps", "save_steps", "save_total_limit", "eval_steps", "resume_from_checkpoint"})
 DEVICES = ("auto", "cpu", "cuda")
 #: The error for any other value.
 DEVICE_EXPECTED = 'expected "auto", "cpu" or "cuda"'
@@ -46,7 +53,9 @@ class SFTConfig:
     Relative paths are taken relative to the current directory. ``flash_attention``: ``"auto"``
     uses FlashAttention-2 when ``flash_attn`` is installed and CUDA is available, else SDPA.
     ``resume_from_checkpoint``: ``"auto"`` resumes from the newest checkpoint in ``output_dir``
-    when there is one, a path resumes from that checkpoint, ``None`` starts afresh.
+    when there is one, and refuses it when it was made with other settings than those of
+    :data:`RESUMABLE_WITH_OTHER` (another model, data, seed...); a path resumes from that
+    checkpoint, ``None`` starts afresh.
     ``max_steps`` > 0 overrides ``num_train_epochs``. ``deepspeed`` is a DeepSpeed config file or
     an inline mapping. ``device``: ``"auto"`` trains on the GPU when there is one, ``"cpu"`` on the
     CPU, ``"cuda"`` on the GPU or fails. ``group_by_length``: batches of examples of about the same
@@ -132,6 +141,11 @@ class SFTConfig:
         if isinstance(self.report_to, tuple):
             out["report_to"] = list(self.report_to)
         return out
+
+    def learning_settings(self) -> dict[str, Any]:
+        """:meth:`to_dict` without :data:`RESUMABLE_WITH_OTHER`: what a checkpoint's weights
+        depend on, recorded with the checkpoints (``checkpoint_settings.json``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_WITH_OTHER}
 
     def replace(self, **changes: Any) -> SFTConfig:
         """A copy with ``changes`` applied and validated like a file's keys."""

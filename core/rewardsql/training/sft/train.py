@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from rewardsql.errors import ConfigError, LaunchError
+from rewardsql.errors import ConfigError, LaunchError, RewardSQLWarning
 from rewardsql.io import atomic_directory, atomic_write_json
 from rewardsql.training.cpu_math import describe_cpu_math
 from rewardsql.training.pretrained import from_pretrained
@@ -30,6 +30,9 @@ from rewardsql.training.sft.data import Collator, read_rows, tokenize
 log = logging.getLogger(__name__)
 RESULT_FILE = "sft_result.json"
 CONFIG_FILE = "sft_config.json"
+#: The learning settings of the run whose ``checkpoint-*`` folders are in output_dir, written
+#: as it starts (:meth:`SFTConfig.learning_settings`).
+CHECKPOINT_SETTINGS = "checkpoint_settings.json"
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,31 @@ def find_checkpoint(config: SFTConfig) -> str | None:
         # and not atomically: a kill can leave it torn)
         if suffix.isdigit() and _complete_state(child / "trainer_state.json"):
             steps.append((int(suffix), child))
-    return str(max(steps)[1]) if steps else None
+    if not steps:
+        return None
+    check_same_run(config)
+    return str(max(steps)[1])
+
+
+def check_same_run(config: SFTConfig) -> None:
+    """Refuse to resume output_dir's checkpoints when they were made with other learning
+    settings (another model, data, seed, learning rate...): training on would silently mix two
+    runs. Checkpoints without a record (older rewardsql) are resumed as before."""
+    out = Path(config.output_dir)
+    try:
+        recorded = json.loads((out / CHECKPOINT_SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    wanted = json.loads(json.dumps(config.learning_settings()))
+    changed = [f"{key} {recorded.get(key)!r} -> {wanted.get(key)!r}"
+               for key in sorted(set(recorded) | set(wanted))
+               if recorded.get(key) != wanted.get(key)]
+    if changed:
+        raise ConfigError(
+            f"{out} holds checkpoints of a run with other settings ({'; '.join(changed)}): "
+            "resuming them would mix two runs; use another output_dir, remove its checkpoint-* "
+            "folders, or name one in resume_from_checkpoint to resume it anyway",
+            key="output_dir")
 
 
 def finished_state(resume: str | None, config: SFTConfig) -> dict[str, Any] | None:
@@ -248,7 +275,8 @@ def prepare_run(config: SFTConfig) -> tuple[str, bool]:
     bf16 = config.bf16
     if bf16 and not bf16_supported():
         warnings.warn("bf16 was requested but this machine has no native bfloat16 support; "
-                      "training in float32 instead", stacklevel=3)
+                      "training in float32 instead", RewardSQLWarning,
+                      stacklevel=3)
         bf16 = False
     transformers.set_seed(config.seed)
     return attn, bf16
@@ -300,6 +328,8 @@ def run_training(config: SFTConfig, recipe: TrainingRecipe[_Result]) -> _Result:
 
     resume = find_checkpoint(config)
     finished = finished_state(resume, config)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(config.output_dir) / CHECKPOINT_SETTINGS, config.learning_settings())
     dtype = torch.bfloat16 if bf16 and config.deepspeed is not None else torch.float32
     source = resume if finished is not None and resume else config.model_name_or_path
     model = from_pretrained(AutoModelForCausalLM, source, key="model_name_or_path", dtype=dtype,

@@ -30,7 +30,7 @@ from rewardsql_advantages._common import (
     pick_mask,
     stat_dtype,
 )
-from rewardsql_advantages.min_form import REWARD_LAYOUT, _min_form
+from rewardsql_advantages.min_form import REWARD_LAYOUT, min_form_advantages
 from rewardsql_advantages.weighted import weighted_scalars
 
 
@@ -87,7 +87,7 @@ def compute_grpo_process_fallback_advantage(
         outcome = torch.where(torch.isinf(outcome), 0.0, outcome)
         scalar, differ = weighted_scalars(outcome, groups, wf, eps)
         by_outcome = scalar.unsqueeze(1) * valid
-        by_steps = _min_form(r, mask, groups, eps)
+        by_steps = min_form_advantages(r, mask, groups, eps)
         out = torch.where(differ.unsqueeze(1), by_outcome, by_steps).to(rewards.dtype)
         return out, out
 

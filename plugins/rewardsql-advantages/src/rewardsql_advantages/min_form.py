@@ -83,15 +83,17 @@ def compute_grpo_min_form_advantage(
         return empty, empty
     with torch.no_grad():
         r = rewards.to(stat_dtype(rewards.dtype))
-        out = _min_form(r, mask, groups, eps).to(rewards.dtype)
+        out = min_form_advantages(r, mask, groups, eps).to(rewards.dtype)
         return out, out
 
 
 compute_grpo_min_form_advantage.reward_layout = REWARD_LAYOUT  # type: ignore[attr-defined]
 
 
-def _min_form(r: torch.Tensor, mask: torch.Tensor, groups: Groups, eps: float) -> torch.Tensor:
-    """The advantages, in ``r``'s dtype.
+def min_form_advantages(r: torch.Tensor, mask: torch.Tensor, groups: Groups,
+                        eps: float) -> torch.Tensor:
+    """``grpo_min_form``'s advantages of already checked inputs, in ``r``'s dtype (also
+    ``grpo_process_fallback``'s in tied groups).
 
     A row's returns are constant from one step end to the next, so only a few passes go over
     the batch (the outcome part, the step-end marks, the output) and the rest runs on the list

@@ -78,9 +78,12 @@ def report_of(out: Path, seed: int, rollout: int, quick: bool, threads: int | No
 #: name -> changes to the demo's PRM_TRAIN. A step's execution results (up to 50 rows, 500
 #: characters) take 100-300 of the tiny tokenizer's tokens, so at the demo's 512-token PRM input
 #: about 3 in 10 labelled answers lose their later steps: ``long`` reads 1024 tokens (the tiny
-#: model's positions), ``plain`` the SQL of each step without its execution results.
+#: model's positions), ``plain`` the SQL of each step without its execution results;
+#: ``epochs6`` trains three times as long (does it then learn the near-miss steps the labels
+#: mark, not only each template's prior? ``bench/near_miss_prm.py``).
 PRM_VARIANTS: dict[str, dict[str, Any]] = {"demo": {}, "long": {"max_length": 1024},
-                                           "plain": {"execution_results": False}}
+                                           "plain": {"execution_results": False},
+                                           "epochs6": {"num_train_epochs": 6}}
 
 
 def prm_of(out: Path, report: dict[str, Any], variant: str) -> str:

@@ -83,15 +83,17 @@ def test_demo_quick_killed_in_grpo_finishes_and_writes_the_report(tmp_path: Path
     near_miss = report["prm"]["near_miss"]
     assert set(near_miss) == set(report["teacher"]["near_misses"])
     for value in near_miss.values():
-        teacher, policy = value["teacher"], value["policy"]
+        teacher, policy, labels = value["teacher"], value["policy"], value["labels"]
         assert teacher["near_miss"]["n"] + teacher["near_miss"]["unscored"] > 0
+        assert 0 < labels["answers"] <= report["prm"]["responses"]
         for steps, key in ((teacher["near_miss"], "flagged"), (teacher["clean"], "passed"),
-                           (policy["near_miss"], "flagged"), (policy["right_step"], "passed")):
+                           (policy["near_miss"], "flagged"), (policy["right_step"], "passed"),
+                           (labels["near_miss"], "flagged"), (labels["right_step"], "passed")):
             assert steps["n"] >= 0 and (steps[key] is None) == (steps["n"] == 0), steps
             assert steps[key] is None or 0.0 <= steps[key] <= 1.0
     assert sum(v["policy"]["questions"] for v in near_miss.values()) <= \
         report["sft"]["dev_count"]
-    assert "PRM flags near-miss in group_having" in proc.stdout
+    assert "group_having near-miss flagged: labels / PRM teacher / PRM samples" in proc.stdout
     best = report["best_of_n"]
     assert best["n"] == 8 and best["questions"] == report["sft"]["dev_count"]
     assert best["accuracy"]["pass@8"] >= max(best["accuracy"]["prm_min"],

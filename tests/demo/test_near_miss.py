@@ -66,6 +66,30 @@ def test_a_samples_spelling_of_the_near_miss_is_found(template: str, sql: str,
     assert NEAR_MISSES[template].step(sql.split("\n")) == step
 
 
+def _labels_file(example: TinyExample, path: Path) -> Path:
+    """``rm label``-shaped lines for one rl question of each planted template (and one of
+    another template): each answer's steps and "+"/"-" labels, as the report reads them."""
+    lines = []
+    rl = _split(example.rl_json)
+    other = next(q for q in rl if q["template"] not in NEAR_MISSES)
+    lines.append({"question_id": other["question_id"], "steps": split_steps(other["query"]),
+                  "labels": ["+"] * len(split_steps(other["query"]))})
+    for miss in NEAR_MISSES.values():
+        q = next(q for q in rl if q["template"] == miss.template)
+        gold, wrong = split_steps(q["query"]), split_steps(miss.apply(q["query"]))
+        at = miss.step(wrong)
+        assert at is not None
+
+        def marks(at_step: str, n: int = len(gold), at: int = at) -> list[str]:
+            return ["+" if k < at else at_step for k in range(n)]
+
+        for steps, labels in ((wrong, marks("-")), (wrong, marks("+")), (wrong, marks("-")[:at]),
+                              (gold, marks("+")), (gold, ["-"] * len(gold))):
+            lines.append({"question_id": q["question_id"], "steps": steps, "labels": labels})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
 def _scores(n: int, at: int, value: float) -> list[float]:
     return [value if k == at else 0.9 for k in range(n)]
 
@@ -98,7 +122,8 @@ def test_the_report_counts_what_the_prm_flagged(example: TinyExample, tmp_path: 
     questions.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
 
     prm = tiny_model(tmp_path_factory)
-    report = near_miss_report(example, prm, questions, device="cpu")
+    labels = _labels_file(example, tmp_path / "labels_train.jsonl")
+    report = near_miss_report(example, prm, questions, device="cpu", labels_jsonl=labels)
     json.dumps(report)  # the report's own JSON
     assert set(report) == set(NEAR_MISSES)
     taught = Counter((q["template"], q["teacher_error"] is not None)
@@ -111,6 +136,12 @@ def test_the_report_counts_what_the_prm_flagged(example: TinyExample, tmp_path: 
                           "unscored": 1},
             "right_step": {"n": 2, "passed": 0.5, "mean_score": pytest.approx(0.55),
                            "unscored": 0}}
+        # labels: near-miss "-" and "+", cut short (unscored); right step "+", and "-" after
+        # an earlier error; answers of unplanted questions not counted
+        assert value["labels"] == {
+            "answers": 5,
+            "near_miss": {"n": 2, "flagged": 0.5, "mean_score": 0.5, "unscored": 1},
+            "right_step": {"n": 2, "passed": 0.5, "mean_score": 0.5, "unscored": 0}}
         teacher = value["teacher"]
         assert teacher["per_kind"] == TEACHER_PER_KIND
         for part, wrong, key in (("near_miss", True, "flagged"), ("clean", False, "passed")):

@@ -13,6 +13,13 @@ that step (a score below :data:`THRESHOLD` flags it, the "-" side of the PRM's t
   stage, its step scores as they are, nothing scored again): the share flagged of the samples
   that repeat the near-miss, and the share passed of the samples whose step there is the gold's.
 
+* ``labels`` (when the PRM's training labels are given): what the automatic step labels, which
+  the PRM learned from, say of the same steps in the policy's labelled answers: the share of
+  near-miss steps labelled "-" (``flagged``) and of right-form steps labelled "+" (``passed``;
+  "-" there means an earlier step was already wrong; ``mean_score``: the share of "+",
+  ``unscored``: steps past the labelled ones). Labels that tell the two apart and a PRM
+  that does not point at the PRM's training, not at the labels.
+
 A step the PRM did not score (its input was cut at the PRM's ``max_length``, which drops whole
 trailing steps) counts in ``unscored``, not in the share; so does a sample whose steps cannot be
 matched with its scores (``unaligned``).
@@ -163,13 +170,51 @@ def _policy(example: Any, questions_jsonl: Path) -> dict[str, dict[str, Any]]:
             for t, f in found.items()}
 
 
-def near_miss_report(example: Any, prm_dir: Path, questions_jsonl: Path, *, device: str
-                     ) -> dict[str, dict[str, Any]]:
+def _labels(example: Any, labels_jsonl: Path) -> dict[str, dict[str, Any]]:
+    """What the step labels of ``labels_jsonl`` (``rm label``'s output) say of the near-miss
+    step and of the same step written right, per planted template."""
+    from rewardsql_sql_reward.rewards.cocte import split_steps
+
+    questions = {str(q["question_id"]): q for path in (example.train_json, example.rl_json)
+                 for q in json.loads(Path(path).read_text(encoding="utf-8"))}  # --quick: train
+    found: dict[str, dict[str, Any]] = {
+        t: {"answers": 0, "near_miss": [], "right_step": []} for t in NEAR_MISSES}
+    for raw in Path(labels_jsonl).read_text(encoding="utf-8").splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        question = questions.get(str(line["question_id"]))
+        if question is None or question["template"] not in NEAR_MISSES:
+            continue
+        miss, into = NEAR_MISSES[question["template"]], found[question["template"]]
+        steps, labels = line["steps"], line["labels"]
+        into["answers"] += 1
+        gold = split_steps(question["query"])
+        at = _near_miss_index(miss, question["query"], split_steps)
+        index = miss.step(steps)
+        # a label as a score, "+" 1.0 and "-" 0.0, so that _share counts it
+        if index is not None:
+            into["near_miss"].append(_label_at(labels, index))
+        elif at < len(steps) and _same_step(steps[at], gold[at]):
+            into["right_step"].append(_label_at(labels, at))
+    return {t: {"answers": f["answers"],
+                "near_miss": _share(f["near_miss"], flagged=True),
+                "right_step": _share(f["right_step"], flagged=False)}
+            for t, f in found.items()}
+
+
+def _label_at(labels: Sequence[str], index: int) -> float | None:
+    return (1.0 if labels[index] == "+" else 0.0) if index < len(labels) else None
+
+
+def near_miss_report(example: Any, prm_dir: Path, questions_jsonl: Path, *, device: str,
+                     labels_jsonl: Path | None = None) -> dict[str, dict[str, Any]]:
     """Per planted template: its near-miss ``kind``, the PRM's accuracy on the near-miss step in
     the teacher's demonstrations (``teacher``: ``near_miss.flagged``, ``clean.passed``) and in
     the best-of-N samples of ``questions_jsonl`` (``policy``: ``near_miss.flagged`` over the
     samples that repeat it, ``right_step.passed`` over those whose step there is the gold's),
-    each with its counts (see the module docstring). ``example``: what
+    each with its counts (see the module docstring); with ``labels_jsonl`` (the PRM's training
+    labels), ``labels``: how they mark the same steps. ``example``: what
     :func:`~rewardsql.demo.tiny.build_example` returned; ``prm_dir``: the PRM; ``device``: where
     it scores the demonstrations."""
     from rewardsql_sql_reward.verifier import SQLVerifier
@@ -180,7 +225,9 @@ def near_miss_report(example: Any, prm_dir: Path, questions_jsonl: Path, *, devi
     with SQLVerifier(Path(example.db_root)) as verifier:
         teacher = _teacher(example, scorer, verifier)
     policy = _policy(example, Path(questions_jsonl))
-    return {t: {"kind": m.kind, "teacher": teacher[t], "policy": policy[t]}
+    labels = _labels(example, Path(labels_jsonl)) if labels_jsonl is not None else None
+    return {t: {"kind": m.kind, "teacher": teacher[t], "policy": policy[t],
+                **({"labels": labels[t]} if labels is not None else {})}
             for t, m in NEAR_MISSES.items()}
 
 

@@ -20,7 +20,8 @@ Layout of the output directory::
     grpo/, grpo_process/ each GRPO run: metrics.jsonl, dev.jsonl, tensorboard/, final_model/
     report.json          every figure and timing, the teacher, dev accuracy per template, the
                          PRM's accuracy on the teacher's near-miss steps (prm.near_miss: in the
-                         demonstrations, and in best-of-N samples that repeat them)
+                         demonstrations, and in best-of-N samples that repeat them), and what
+                         the PRM's training labels say of the same steps
     report.png           reward over GRPO steps (both runs); dev accuracy by stage
     *_rolloutR           the GRPO runs and the report of rollout seed R (``--rollout-seed``)
 """
@@ -250,9 +251,10 @@ def run_demo(output_dir: Path, *, quick: bool = False, seed: int = 0,
     best = best_of_n(example, sft_dir, prm["model_dir"], output_dir / "best_of_n", dev_n,
                      seed=seed, device=device)
     t = lap("best_of_n_s", t)
-    echo("the PRM on the teacher's near-miss steps (demonstrations, best-of-N samples)")
+    echo("the PRM on the teacher's near-miss steps (demonstrations, best-of-N samples, labels)")
     near_misses = near_miss_report(example, Path(prm["model_dir"]),
-                                   output_dir / "best_of_n" / "questions.jsonl", device=device)
+                                   output_dir / "best_of_n" / "questions.jsonl", device=device,
+                                   labels_jsonl=Path(labels["labels_train"]))
     t = lap("near_miss_s", t)
 
     echo(f"[7/8] GRPO, outcome rewards ({plan.estimator.name}, {plan.reward_manager.name})")
@@ -520,10 +522,22 @@ def plot_report(report: Mapping[str, Any], runs: Mapping[str, list[dict[str, Any
     plt.close(fig)
 
 
-def _flagged(steps: Mapping[str, Any]) -> str:
-    """A near-miss figure of the summary: the share flagged (of the scored steps of all)."""
-    share = "-" if steps["flagged"] is None else f"{steps['flagged']:.2f}"
-    return f"{share} ({steps['n']} of {steps['n'] + steps['unscored']})"
+def _near_miss_rows(template: str, value: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Two rows of the summary for a planted near-miss: the share of its steps flagged, and of
+    the same step written right passed, by the PRM's training labels (when the report has them),
+    on the teacher's demonstrations and on best-of-N samples (of the scored steps of all)."""
+    def share(steps: Mapping[str, Any], key: str) -> str:
+        figure = "-" if steps[key] is None else f"{steps[key]:.2f}"
+        return f"{figure} ({steps['n']} of {steps['n'] + steps['unscored']})"
+
+    sources = [("labels", value["labels"], "right_step")] if "labels" in value else []
+    sources += [("PRM teacher", value["teacher"], "clean"),
+                ("PRM samples", value["policy"], "right_step")]
+    names = " / ".join(name for name, *_ in sources)
+    return [(f"{template} near-miss flagged: {names}",
+             " / ".join(share(part["near_miss"], "flagged") for _, part, _ in sources)),
+            (f"{template} right step passed: {names}",
+             " / ".join(share(part[right], "passed") for _, part, right in sources))]
 
 
 def summary_table(report: Mapping[str, Any]) -> str:
@@ -546,9 +560,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
         ("PRM labels: steps (+ / -)",
          f"{prm['steps']} ({prm['positive_steps']} / {prm['negative_steps']})"),
         ("PRM held-out step accuracy", f"{held.get('step_accuracy', float('nan')):.3f}"),
-        *[(f"PRM flags near-miss in {name}: teacher / samples",
-           f"{_flagged(v['teacher']['near_miss'])} / {_flagged(v['policy']['near_miss'])}")
-          for name, v in prm.get("near_miss", {}).items()],
+        *[row for name, v in prm.get("near_miss", {}).items() for row in _near_miss_rows(name, v)],
         ("GRPO's own prompts: SFT -> GRPO outcome",
          f"{report['sft']['own_prompts_accuracy']:.3f} -> "
          f"{report['grpo']['own_prompts_accuracy']:.3f}"),

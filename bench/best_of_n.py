@@ -70,17 +70,25 @@ def any_report(out: Path, seed: int, threads: int | None, any_prm: bool) -> dict
     return report_of(out, seed, seed, False, threads, False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from grpo_seeds import MIN_GAIN, PRM_VARIANTS
+def seeds_and_prms(doc: str) -> argparse.ArgumentParser:
+    """The options of a bench over data seeds and PRM variants, in grpo_seeds' folders."""
+    from grpo_seeds import PRM_VARIANTS
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data-seed", type=int, nargs="+", default=[0])
-    parser.add_argument("--temperature", type=float, nargs="+", default=[DEMO_TEMPERATURE])
     parser.add_argument("--prm", nargs="+", choices=sorted(PRM_VARIANTS), default=["demo"],
                         help="PRM variants (bench/grpo_seeds.py's PRM_VARIANTS)")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench-grpo-seeds"))
     parser.add_argument("--cpu-math", choices=MODES, default="reproducible")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from grpo_seeds import MIN_GAIN
+
+    parser = seeds_and_prms(__doc__)
+    parser.add_argument("--temperature", type=float, nargs="+", default=[DEMO_TEMPERATURE])
     args = parser.parse_args(argv)
     threads = apply_cpu_math(args.cpu_math) or None  # before torch is imported
 

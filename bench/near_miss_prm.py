@@ -15,12 +15,11 @@ both well above one half, where the labels do. Run it alone.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
-from rewardsql.training.cpu_math import MODES, apply_cpu_math
+from rewardsql.training.cpu_math import apply_cpu_math
 
 SOURCES = (("labels", "labels", "right_step"), ("PRM teacher", "teacher", "clean"),
            ("PRM samples", "policy", "right_step"))
@@ -46,17 +45,10 @@ def near_misses(out: Path, report: dict[str, Any], prm: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
-    from best_of_n import DEMO_TEMPERATURE, accuracy_at, any_report
-    from grpo_seeds import PRM_VARIANTS
+    from best_of_n import DEMO_TEMPERATURE, accuracy_at, any_report, seeds_and_prms
     from rewardsql.demo.pipeline import BEST_OF_N_PICK
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-seed", type=int, nargs="+", default=[0])
-    parser.add_argument("--prm", nargs="+", choices=sorted(PRM_VARIANTS), default=["demo"],
-                        help="PRM variants (bench/grpo_seeds.py's PRM_VARIANTS)")
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench-grpo-seeds"))
-    parser.add_argument("--cpu-math", choices=MODES, default="reproducible")
-    args = parser.parse_args(argv)
+    args = seeds_and_prms(__doc__).parse_args(argv)
     threads = apply_cpu_math(args.cpu_math) or None  # before torch is imported
 
     rows = []

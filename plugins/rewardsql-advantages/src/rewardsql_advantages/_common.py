@@ -1,4 +1,4 @@
-"""Input handling and per-group statistics shared by the three estimators.
+"""Input handling and per-group statistics shared by the estimators.
 
 Everything here is vectorized: group ids are mapped to dense indices with one ``np.unique`` /
 ``torch.unique`` call and group statistics are ``index_add_`` / ``index_reduce_`` over the batch.
@@ -122,6 +122,35 @@ def group_index(index: Any, batch_size: int, device: torch.device) -> Groups:
         uniq, inv = np.unique(arr.astype(str), return_inverse=True)
     inv = torch.from_numpy(np.ascontiguousarray(inv.reshape(-1), dtype=np.int64))
     return Groups(inv.to(device=device), int(uniq.size))
+
+
+class Inputs(NamedTuple):
+    """A masked estimator's checked inputs: rewards (detached), mask, epsilon, groups."""
+
+    rewards: torch.Tensor
+    mask: torch.Tensor
+    eps: float
+    groups: Groups
+
+
+def read_inputs(token_level_rewards: Any, response_mask: torch.Tensor | None,
+                eos_mask: torch.Tensor | None, index: Any, epsilon: float | None,
+                config: Any) -> Inputs:
+    """What every estimator that reads the response mask checks first, each check's error
+    naming what is wrong: the rewards, the mask, epsilon (explicit, config, default), the
+    group ids."""
+    rewards = check_rewards(token_level_rewards)
+    mask = pick_mask(response_mask, eos_mask, rewards)
+    eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
+    groups = group_index(index, rewards.shape[0], rewards.device)
+    return Inputs(rewards, mask, eps, groups)
+
+
+def zeros_pair(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(advantages, returns)`` of a batch without tokens."""
+    import torch  # on use: loading the plugin (every CLI start) stays light
+    empty = torch.zeros_like(rewards)
+    return empty, empty
 
 
 def _as_array(index: Sequence[Any] | Any) -> np.ndarray:

@@ -20,15 +20,12 @@ if TYPE_CHECKING:
     import torch
 
 from rewardsql_advantages._common import (
-    DEFAULT_EPSILON,
     DEFAULT_WEIGHT_FACTOR,
-    EPSILON_KEY,
     WEIGHT_FACTOR_KEY,
-    check_rewards,
     config_value,
-    group_index,
-    pick_mask,
+    read_inputs,
     stat_dtype,
+    zeros_pair,
 )
 from rewardsql_advantages.min_form import REWARD_LAYOUT, min_form_advantages
 from rewardsql_advantages.weighted import weighted_scalars
@@ -72,14 +69,11 @@ def compute_grpo_process_fallback_advantage(
     """
     import torch  # on use: loading the plugin (every CLI start) stays light
     del kwargs
-    rewards = check_rewards(token_level_rewards)
-    mask = pick_mask(response_mask, eos_mask, rewards)
-    eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
+    rewards, mask, eps, groups = read_inputs(token_level_rewards, response_mask, eos_mask, index,
+                                             epsilon, config)
     wf = config_value(config, WEIGHT_FACTOR_KEY, weight_factor, DEFAULT_WEIGHT_FACTOR)
-    groups = group_index(index, rewards.shape[0], rewards.device)
     if rewards.numel() == 0:
-        empty = torch.zeros_like(rewards)
-        return empty, empty
+        return zeros_pair(rewards)
     with torch.no_grad():
         r = rewards.to(stat_dtype(rewards.dtype))
         valid = mask > 0 if mask.dtype != torch.bool else mask

@@ -21,14 +21,10 @@ if TYPE_CHECKING:
     import torch
 
 from rewardsql_advantages._common import (
-    DEFAULT_EPSILON,
-    EPSILON_KEY,
     Groups,
-    check_rewards,
-    config_value,
-    group_index,
-    pick_mask,
+    read_inputs,
     stat_dtype,
+    zeros_pair,
 )
 
 #: The token-reward layout this estimator decodes, as the settings of the reward manager that
@@ -74,13 +70,10 @@ def compute_grpo_min_form_advantage(
     """
     import torch  # on use: loading the plugin (every CLI start) stays light
     del kwargs
-    rewards = check_rewards(token_level_rewards)
-    mask = pick_mask(response_mask, eos_mask, rewards)
-    eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
-    groups = group_index(index, rewards.shape[0], rewards.device)
+    rewards, mask, eps, groups = read_inputs(token_level_rewards, response_mask, eos_mask, index,
+                                             epsilon, config)
     if rewards.numel() == 0:
-        empty = torch.zeros_like(rewards)
-        return empty, empty
+        return zeros_pair(rewards)
     with torch.no_grad():
         r = rewards.to(stat_dtype(rewards.dtype))
         out = min_form_advantages(r, mask, groups, eps).to(rewards.dtype)

@@ -15,6 +15,7 @@ from rewardsql_advantages._common import (
     group_index,
     group_stats,
     stat_dtype,
+    zeros_pair,
 )
 
 
@@ -52,8 +53,7 @@ def compute_grpo_process_advantage_avg_unique(
     eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
     groups = group_index(index, rewards.shape[0], rewards.device)
     if rewards.numel() == 0:
-        empty = torch.zeros_like(rewards)
-        return empty, empty
+        return zeros_pair(rewards)
     with torch.no_grad():
         r = rewards.to(stat_dtype(rewards.dtype))
         avg, has_negative = _mean_of_distinct_nonzero(r)

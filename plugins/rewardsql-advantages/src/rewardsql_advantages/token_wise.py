@@ -8,14 +8,10 @@ if TYPE_CHECKING:
     import torch
 
 from rewardsql_advantages._common import (
-    DEFAULT_EPSILON,
-    EPSILON_KEY,
     Groups,
-    check_rewards,
-    config_value,
-    group_index,
-    pick_mask,
+    read_inputs,
     stat_dtype,
+    zeros_pair,
 )
 
 
@@ -51,13 +47,10 @@ def compute_token_wise_advantage(
     """
     import torch  # on use: loading the plugin (every CLI start) stays light
     del kwargs
-    rewards = check_rewards(token_level_rewards)
-    mask = pick_mask(response_mask, eos_mask, rewards)
-    eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
-    groups = group_index(index, rewards.shape[0], rewards.device)
+    rewards, mask, eps, groups = read_inputs(token_level_rewards, response_mask, eos_mask, index,
+                                             epsilon, config)
     if rewards.numel() == 0:
-        empty = torch.zeros_like(rewards)
-        return empty, empty
+        return zeros_pair(rewards)
     with torch.no_grad():
         # the reshape path needs row-major data; verl's mask is often a slice of a wider tensor
         r = rewards.to(stat_dtype(rewards.dtype)).contiguous()

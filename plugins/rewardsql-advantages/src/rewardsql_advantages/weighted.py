@@ -8,17 +8,14 @@ if TYPE_CHECKING:
     import torch
 
 from rewardsql_advantages._common import (
-    DEFAULT_EPSILON,
     DEFAULT_WEIGHT_FACTOR,
-    EPSILON_KEY,
     WEIGHT_FACTOR_KEY,
     Groups,
-    check_rewards,
     config_value,
-    group_index,
     group_stats,
-    pick_mask,
+    read_inputs,
     stat_dtype,
+    zeros_pair,
 )
 
 
@@ -53,14 +50,11 @@ def compute_weighted_grpo_advantage(
     """
     import torch  # on use: loading the plugin (every CLI start) stays light
     del kwargs
-    rewards = check_rewards(token_level_rewards)
-    mask = pick_mask(response_mask, eos_mask, rewards)
-    eps = config_value(config, EPSILON_KEY, epsilon, DEFAULT_EPSILON)
+    rewards, mask, eps, groups = read_inputs(token_level_rewards, response_mask, eos_mask, index,
+                                             epsilon, config)
     wf = config_value(config, WEIGHT_FACTOR_KEY, weight_factor, DEFAULT_WEIGHT_FACTOR)
-    groups = group_index(index, rewards.shape[0], rewards.device)
     if rewards.numel() == 0:
-        empty = torch.zeros_like(rewards)
-        return empty, empty
+        return zeros_pair(rewards)
     with torch.no_grad():
         scores = rewards.sum(dim=-1, dtype=stat_dtype(rewards.dtype))
         scalar, _ = weighted_scalars(scores, groups, wf, eps)
